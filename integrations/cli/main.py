@@ -1,0 +1,60 @@
+"""``hff``: the hf_fundamentals command line. ``hff <command> --help`` documents each command."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": (
+        "hf_fundamentals.integrations.cli.info",
+        "versions, what is registered, whether kernels/Triton/GPU work",
+    ),
+    "sft": (
+        "hf_fundamentals.integrations.cli.sft",
+        "TRL's `trl sft` with hf_fundamentals' flags (HffArguments)",
+    ),
+    "corpora": (
+        "hf_fundamentals.integrations.cli.corpora",
+        "list, install and sample the offline text corpora",
+    ),
+}
+"""Subcommand name -> (module with ``main(argv) -> int``, one-line help). Modules are imported on demand."""
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: hff <command> [options]",
+        "",
+        "hf_fundamentals: 2026 training-fundamentals results as flags for the Hugging Face stack.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `hff <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``hff <command> ...`` to the command's module; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from hf_fundamentals import __version__
+
+        print(f"hf_fundamentals {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"hff: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}\n", file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""``hff sft``: TRL's ``trl sft`` plus hf_fundamentals' flags.
+
+TRL's own CLI cannot take extra flags, callbacks or optimizer factories, so this mirrors
+``trl/scripts/sft.py``: the same ``ScriptArguments``/``SFTConfig``/``ModelConfig``/``DatasetMixtureConfig``
+flags and ``--config`` YAML, plus ``HffArguments``. Like ``trl sft`` it relaunches itself through
+``accelerate launch`` (pass ``--num_processes 2``, ``--accelerate_config NAME|FILE``, ... for several
+processes); our registration runs inside every launched process. ``--model_name_or_path embedded`` trains the
+offline embedded model; ``--dataset_name`` also takes a local .json/.jsonl/.csv/.parquet/.txt file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+
+
+def make_parser(prog: str = "hff sft"):
+    """The TrlParser over TRL's SFT dataclasses plus ``HffArguments``."""
+    from hf_fundamentals.integrations.arguments import HffArguments
+    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, SFTConfig, TrlParser
+
+    return TrlParser((ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig, HffArguments), prog=prog)
+
+
+def load_sft_dataset(script_args, dataset_args):
+    """TRL's dataset resolution, plus local files by extension (no network needed for local data)."""
+    from datasets import load_dataset
+    from trl import get_dataset
+
+    if dataset_args.datasets:
+        return get_dataset(dataset_args)
+    name = script_args.dataset_name
+    if not name:
+        raise ValueError(
+            "Pass --dataset_name (a Hub dataset id, a local folder or a data file) or --datasets."
+        )
+    path = Path(name)
+    if path.is_file():
+        builder = _LOCAL_FORMATS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(
+                f"--dataset_name {name!r} is a file with suffix {path.suffix!r}; accepted local files: "
+                f"{', '.join(sorted(_LOCAL_FORMATS))} (or pass a folder or Hub id)"
+            )
+        return load_dataset(builder, data_files=str(path))
+    return load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
+
+
+def run(script_args, training_args, model_args, dataset_args, hff_args) -> None:
+    """Train with SFTTrainer exactly as ``trl sft`` does, with hf_fundamentals' extras passed in."""
+    import transformers
+    from hf_fundamentals.integrations.hub import resolve_model_path
+    from hf_fundamentals.integrations.registration import register
+    from hf_fundamentals.integrations.transformers.trainer import trainer_extras
+    from packaging.version import Version
+    from trl import SFTTrainer, get_peft_config, get_quantization_config
+
+    register()
+    model_path, extra_init = resolve_model_path(model_args.model_name_or_path)
+    model_init_kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+        **extra_init,
+    )
+    if training_args.model_init_kwargs is not None:
+        model_init_kwargs.update(training_args.model_init_kwargs)
+    training_args.model_init_kwargs = model_init_kwargs
+
+    dataset = load_sft_dataset(script_args, dataset_args)
+    if script_args.dataset_train_split not in dataset:
+        raise ValueError(
+            f"--dataset_train_split {script_args.dataset_train_split!r} not in the dataset; it has {list(dataset)}"
+        )
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        eval_dataset = dataset[script_args.dataset_test_split]
+
+    extras = trainer_extras(hff_args)
+    trainer = SFTTrainer(
+        model=model_path,
+        args=training_args,
+        train_dataset=dataset[script_args.dataset_train_split],
+        eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
+        **extras.as_kwargs(),
+    )
+    switched_on = hff_args.enabled_techniques()
+    trainer.accelerator.print(
+        f"hf_fundamentals techniques on: {', '.join(switched_on) or 'none'}; "
+        f"processes: {trainer.accelerator.num_processes} ({trainer.accelerator.distributed_type})"
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.accelerator.print("Training completed.")
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    if Version(transformers.__version__) >= Version("5.18.0"):
+        trainer.end()
+
+
+def _subtract_subsequence(items: list[str], subsequence: list[str]) -> list[str]:
+    """``items`` without the ordered ``subsequence`` (as TRL's launcher does for accelerate's arguments)."""
+    it = iter(subsequence)
+    current = next(it, None)
+    kept = []
+    for item in items:
+        if current is not None and item == current:
+            current = next(it, None)
+        else:
+            kept.append(item)
+    return kept
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse once (for --help and early errors), then relaunch under ``accelerate launch`` like ``trl sft``."""
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from trl.cli.accelerate_config import resolve_accelerate_config_argument
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    *_, config_remaining, cli_remaining = parser.parse_args_and_config(
+        argv, return_remaining_strings=True, separate_remaining_strings=True
+    )
+    launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
+    script_args = _subtract_subsequence(argv, cli_remaining)
+    accelerate_args = launch_command_parser().parse_args(
+        launch_args + ["--module", "hf_fundamentals.integrations.cli.sft"] + script_args
+    )
+    launch_command(accelerate_args)
+    return 0
+
+
+def _launched() -> None:
+    """Entry point inside each process started by ``accelerate launch``."""
+    parser = make_parser()
+    script_args, training_args, model_args, dataset_args, hff_args = parser.parse_args_and_config(
+        fail_with_unknown_args=False
+    )
+    run(script_args, training_args, model_args, dataset_args, hff_args)
+
+
+if __name__ == "__main__":
+    _launched()

@@ -1,0 +1,43 @@
+"""``hff sft`` fine-tunes a tiny model with LoRA, relaunched through accelerate exactly like ``trl sft``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hf_fundamentals.integrations.cli.sft import main
+
+
+@pytest.mark.slow
+def test_hff_sft_lora_on_a_tiny_model(tiny_llama_dir, tiny_text_file, tmp_path, capfd):
+    out_dir = tmp_path / "run"
+    code = main(
+        [
+            "--model_name_or_path", str(tiny_llama_dir),
+            "--dataset_name", str(tiny_text_file),
+            "--output_dir", str(out_dir),
+            "--max_steps", "4",
+            "--per_device_train_batch_size", "4",
+            "--learning_rate", "1e-3",
+            "--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj",
+            "--use_cpu", "--bf16", "false",
+            "--logging_steps", "1", "--max_length", "64", "--save_strategy", "no",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capfd.readouterr().out
+    assert "hf_fundamentals techniques on: none; processes: 1" in printed
+    adapter = json.loads((out_dir / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    assert (out_dir / "adapter_model.safetensors").stat().st_size > 0
+
+
+def test_local_file_with_unknown_suffix_is_rejected(tmp_path):
+    from types import SimpleNamespace
+
+    from hf_fundamentals.integrations.cli.sft import load_sft_dataset
+
+    bad = tmp_path / "data.xlsx"
+    bad.write_text("x")
+    with pytest.raises(ValueError, match=r"accepted local files: .csv, .json, .jsonl, .parquet, .txt"):
+        load_sft_dataset(SimpleNamespace(dataset_name=str(bad)), SimpleNamespace(datasets=None))
