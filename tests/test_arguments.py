@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hf_fundamentals.integrations.arguments import HffArguments
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from hf_fundamentals.integrations.cli.main import COMMANDS, main
 
 

@@ -6,6 +6,7 @@ import importlib.util
 
 import pytest
 import torch
+
 from hf_fundamentals.integrations import hub
 
 

@@ -71,9 +71,8 @@ def test_installed_wheel_imports_integrations(wheel, tmp_path):
 
 def test_running_install_maps_integrations_folder():
     """Whatever install runs the suite (``pip install -e .`` in the README), the mapping holds."""
-    import hf_fundamentals.integrations as glue
-
     import hf_fundamentals
+    import hf_fundamentals.integrations as glue
 
     core_dir = Path(hf_fundamentals.__file__).parent
     glue_dir = Path(glue.__file__).parent

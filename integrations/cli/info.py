@@ -41,11 +41,11 @@ def _version(dist: str) -> str | None:
 def collect_info() -> dict[str, Any]:
     """Read the real environment (no network): package versions and what each optional path can do."""
     import torch
-    from hf_fundamentals.integrations.hub import EmbeddedModelMissing, embedded_model_info
-    from hf_fundamentals.integrations.registration import register
     from transformers.utils.import_utils import is_kernels_available
 
     from hf_fundamentals.cache import cache_root
+    from hf_fundamentals.integrations.hub import EmbeddedModelMissing, embedded_model_info
+    from hf_fundamentals.integrations.registration import register
 
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
@@ -117,6 +117,7 @@ def _print_table(info: dict[str, Any]) -> None:
 
 def _generate(prompt: str, max_new_tokens: int, model_name: str) -> str:
     import torch
+
     from hf_fundamentals.integrations.hub import load_model
 
     model, tokenizer = load_model(model_name)

@@ -18,8 +18,9 @@ _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": 
 
 def make_parser(prog: str = "hff sft"):
     """The TrlParser over TRL's SFT dataclasses plus ``HffArguments``."""
-    from hf_fundamentals.integrations.arguments import HffArguments
     from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, SFTConfig, TrlParser
+
+    from hf_fundamentals.integrations.arguments import HffArguments
 
     return TrlParser((ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig, HffArguments), prog=prog)
 
@@ -51,11 +52,12 @@ def load_sft_dataset(script_args, dataset_args):
 def run(script_args, training_args, model_args, dataset_args, hff_args) -> None:
     """Train with SFTTrainer exactly as ``trl sft`` does, with hf_fundamentals' extras passed in."""
     import transformers
+    from packaging.version import Version
+    from trl import SFTTrainer, get_peft_config, get_quantization_config
+
     from hf_fundamentals.integrations.hub import resolve_model_path
     from hf_fundamentals.integrations.registration import register
     from hf_fundamentals.integrations.transformers.trainer import trainer_extras
-    from packaging.version import Version
-    from trl import SFTTrainer, get_peft_config, get_quantization_config
 
     register()
     model_path, extra_init = resolve_model_path(model_args.model_name_or_path)
