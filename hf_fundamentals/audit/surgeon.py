@@ -1,0 +1,364 @@
+"""LLMSurgeon-style mixture audit: from labelled reference text and a model's generations to the model's
+domain mixture, with bootstrap intervals and diagnostics.
+
+``MixtureAuditor`` fits the reference once (classifier, calibrator, confusion on separate splits) and audits
+any number of generation sets; ``estimate_mixture`` does both in one call.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hf_fundamentals.audit.bootstrap import Recalibration, bootstrap_priors
+from hf_fundamentals.audit.classifier import DomainClassifier
+from hf_fundamentals.audit.diagnostics import Diagnostics, diagnose
+from hf_fundamentals.audit.estimators import ESTIMATORS, AuditWarning, estimate_prior
+from hf_fundamentals.audit.reference import (
+    DEFAULT_FRACTIONS,
+    ClassifierReport,
+    FittedReference,
+    fit_reference,
+)
+
+__all__ = ["DEFAULT_METHOD", "AuditResult", "MixtureAuditor", "MixtureEstimate", "estimate_mixture"]
+
+# Chosen by benchmarks/audit_estimators.py (lowest mean max-abs error over the label-shift simulation).
+DEFAULT_METHOD = "mlls_em"
+
+
+def _floats(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(x) for x in values]
+
+
+@dataclass(frozen=True)
+class MixtureEstimate:
+    """One estimator's mixture: point estimate and percentile interval per domain (intervals None without
+    bootstrap), the unconstrained solution where one exists, and the soft moment residual."""
+
+    method: str
+    point: np.ndarray
+    ci_low: np.ndarray | None
+    ci_high: np.ndarray | None
+    raw: np.ndarray | None
+    residual: float
+    converged: bool
+
+    def to_dict(self, domains: Sequence[str]) -> dict[str, object]:
+        """JSON-serialisable form with per-domain mappings."""
+
+        def by_domain(values: np.ndarray | None) -> dict[str, float] | None:
+            return None if values is None else {d: float(v) for d, v in zip(domains, values, strict=True)}
+
+        return {
+            "method": self.method,
+            "point": by_domain(self.point),
+            "ci_low": by_domain(self.ci_low),
+            "ci_high": by_domain(self.ci_high),
+            "raw": _floats(self.raw),
+            "residual": self.residual,
+            "converged": self.converged,
+        }
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """The outcome of one audit: estimates per method, which one is the default, diagnostics and the
+    classifier's held-out quality."""
+
+    domains: tuple[str, ...]
+    estimates: dict[str, MixtureEstimate]
+    default_method: str
+    diagnostics: Diagnostics
+    classifier_report: ClassifierReport
+    n_generations: int
+    n_bootstrap: int
+    confidence: float
+    seed: int
+    settings: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def default(self) -> MixtureEstimate:
+        """The default method's estimate."""
+        return self.estimates[self.default_method]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable form (``json.dumps`` works on it directly)."""
+        return {
+            "domains": list(self.domains),
+            "default_method": self.default_method,
+            "estimates": {m: e.to_dict(self.domains) for m, e in self.estimates.items()},
+            "diagnostics": self.diagnostics.to_dict(),
+            "classifier_report": self.classifier_report.to_dict(),
+            "n_generations": self.n_generations,
+            "n_bootstrap": self.n_bootstrap,
+            "confidence": self.confidence,
+            "seed": self.seed,
+            "settings": dict(self.settings),
+        }
+
+
+class MixtureAuditor:
+    """Fit a domain reference once, then audit generation sets against it.
+
+    ``classifier`` defaults to TF-IDF + logistic regression; ``calibration`` is ``"bcts"``, ``"temperature"`` or
+    ``"none"``; ``fractions`` split the reference into classifier-train / calibration / confusion parts.
+    """
+
+    def __init__(
+        self,
+        *,
+        classifier: DomainClassifier | None = None,
+        calibration: str = "bcts",
+        fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+        seed: int = 0,
+    ) -> None:
+        self.classifier = classifier
+        self.calibration = calibration
+        self.fractions = fractions
+        self.seed = seed
+        self._reference: FittedReference | None = None
+
+    @property
+    def reference(self) -> FittedReference:
+        """The fitted reference (classifier, calibrator, confusion); raises before :meth:`fit`."""
+        if self._reference is None:
+            raise RuntimeError("MixtureAuditor: call fit(reference_texts, reference_labels) first")
+        return self._reference
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The taxonomy's domain names, in estimate order."""
+        return self.reference.domains
+
+    def fit(
+        self,
+        reference_texts: Sequence[str],
+        reference_labels: Sequence[str] | Sequence[int] | np.ndarray,
+        domains: Sequence[str] | None = None,
+    ) -> MixtureAuditor:
+        """Train and calibrate the classifier and measure its confusion on labelled reference text."""
+        self._reference = fit_reference(
+            reference_texts,
+            reference_labels,
+            domains=domains,
+            classifier=self.classifier,
+            calibration=self.calibration,
+            fractions=self.fractions,
+            seed=self.seed,
+        )
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated domain probabilities (n, K) of texts."""
+        return self.reference.predict_proba(texts)
+
+    def audit(
+        self,
+        generations: Sequence[str],
+        *,
+        methods: Sequence[str] | None = None,
+        default_method: str = DEFAULT_METHOD,
+        n_bootstrap: int = 200,
+        confidence: float = 0.95,
+        weights: np.ndarray | None = None,
+        seed: int | None = None,
+        emit_warnings: bool = True,
+    ) -> AuditResult:
+        """Estimate the mixture of ``generations`` (raw texts) with every method in ``methods`` (default: all).
+
+        ``weights`` (e.g. token counts) gives token-weighted instead of per-generation averages; ``seed``
+        (default: the auditor's) seeds the bootstrap; diagnostics problems are raised as :class:`AuditWarning`
+        unless ``emit_warnings`` is False (they are in ``result.diagnostics.warnings`` either way).
+        """
+        if isinstance(generations, str):
+            raise TypeError("generations: got a single string; pass a list of generated texts")
+        if len(generations) == 0:
+            raise ValueError(
+                "generations: got 0 texts; the audit needs the model's generations (300+ advised)"
+            )
+        return self.audit_logits(
+            self.reference.logits(generations),
+            methods=methods,
+            default_method=default_method,
+            n_bootstrap=n_bootstrap,
+            confidence=confidence,
+            weights=weights,
+            seed=seed,
+            emit_warnings=emit_warnings,
+        )
+
+    def audit_logits(
+        self,
+        logits: np.ndarray,
+        *,
+        methods: Sequence[str] | None = None,
+        default_method: str = DEFAULT_METHOD,
+        n_bootstrap: int = 200,
+        confidence: float = 0.95,
+        weights: np.ndarray | None = None,
+        seed: int | None = None,
+        emit_warnings: bool = True,
+    ) -> AuditResult:
+        """Like :meth:`audit` from the classifier's logits (n, K) of the generations; the bootstrap then also
+        refits the calibrator on resamples of the calibration split."""
+        ref = self.reference
+        recalibration = Recalibration(
+            method=ref.calibrator.method,
+            calibration_logits=ref.calibration_logits,
+            calibration_labels=ref.calibration_labels,
+            confusion_logits=ref.confusion_logits,
+            generation_logits=np.asarray(logits, dtype=np.float64),
+        )
+        return self._audit(
+            ref.calibrator.transform(logits),
+            methods,
+            default_method,
+            n_bootstrap,
+            confidence,
+            weights,
+            seed,
+            emit_warnings,
+            recalibration,
+        )
+
+    def audit_probs(
+        self,
+        probs: np.ndarray,
+        *,
+        methods: Sequence[str] | None = None,
+        default_method: str = DEFAULT_METHOD,
+        n_bootstrap: int = 200,
+        confidence: float = 0.95,
+        weights: np.ndarray | None = None,
+        seed: int | None = None,
+        emit_warnings: bool = True,
+    ) -> AuditResult:
+        """Like :meth:`audit` from already-calibrated probabilities (n, K) of the generations (the bootstrap
+        then keeps the calibrator fixed)."""
+        return self._audit(
+            probs, methods, default_method, n_bootstrap, confidence, weights, seed, emit_warnings, None
+        )
+
+    def _audit(
+        self,
+        probs: np.ndarray,
+        methods: Sequence[str] | None,
+        default_method: str,
+        n_bootstrap: int,
+        confidence: float,
+        weights: np.ndarray | None,
+        seed: int | None,
+        emit_warnings: bool,
+        recalibration: Recalibration | None,
+    ) -> AuditResult:
+        """Point estimates, diagnostics and bootstrap intervals for calibrated generation probabilities."""
+        ref = self.reference
+
+        methods = list(ESTIMATORS) if methods is None else list(dict.fromkeys(methods))
+        unknown = [m for m in methods if m not in ESTIMATORS]
+        if unknown:
+            raise ValueError(f"methods: unknown estimators {unknown}; accepted: {list(ESTIMATORS)}")
+        if default_method not in ESTIMATORS:
+            raise ValueError(
+                f"default_method: unknown estimator {default_method!r}; accepted: {list(ESTIMATORS)}"
+            )
+        if default_method not in methods:
+            methods.insert(0, default_method)
+        if n_bootstrap < 0 or n_bootstrap == 1:
+            raise ValueError(f"n_bootstrap: got {n_bootstrap}; expected 0 (no intervals) or at least 2")
+        seed = self.seed if seed is None else seed
+        points = {}
+        with warnings.catch_warnings():
+            if not emit_warnings:
+                warnings.simplefilter("ignore", AuditWarning)
+            for m in methods:
+                points[m] = estimate_prior(probs, ref.confusion, method=m, weights=weights)
+            diagnostics = diagnose(
+                probs,
+                ref.confusion_probs,
+                ref.confusion_labels,
+                points[default_method].prior,
+                weights=weights,
+                domains=ref.domains,
+                emit=emit_warnings,
+            )
+        boot = (
+            bootstrap_priors(
+                probs,
+                ref.confusion_probs,
+                ref.confusion_labels,
+                methods,
+                weights=weights,
+                n_bootstrap=n_bootstrap,
+                confidence=confidence,
+                seed=seed,
+                recalibration=recalibration,
+            )
+            if n_bootstrap
+            else {}
+        )
+        estimates = {
+            m: MixtureEstimate(
+                method=m,
+                point=p.prior,
+                ci_low=boot[m].ci_low if m in boot else None,
+                ci_high=boot[m].ci_high if m in boot else None,
+                raw=p.raw,
+                residual=p.residual if math.isfinite(p.residual) else float("nan"),
+                converged=p.converged,
+            )
+            for m, p in points.items()
+        }
+        return AuditResult(
+            domains=ref.domains,
+            estimates=estimates,
+            default_method=default_method,
+            diagnostics=diagnostics,
+            classifier_report=ref.report,
+            n_generations=int(np.asarray(probs).shape[0]),
+            n_bootstrap=n_bootstrap,
+            confidence=confidence,
+            seed=seed,
+            settings={
+                "calibration": self.calibration,
+                "fractions": list(self.fractions),
+                "classifier": type(ref.classifier).__name__,
+                "token_weighted": weights is not None,
+            },
+        )
+
+
+def estimate_mixture(
+    reference_texts: Sequence[str],
+    reference_labels: Sequence[str] | Sequence[int] | np.ndarray,
+    generations: Sequence[str],
+    *,
+    method: str = DEFAULT_METHOD,
+    methods: Sequence[str] | None = None,
+    n_bootstrap: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+    weights: np.ndarray | None = None,
+    domains: Sequence[str] | None = None,
+    classifier: DomainClassifier | None = None,
+    calibration: str = "bcts",
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+) -> AuditResult:
+    """Audit ``generations`` against labelled reference text in one call (fit a :class:`MixtureAuditor`, then
+    :meth:`MixtureAuditor.audit`). ``method`` is the default estimator; ``methods`` (default: all) are reported."""
+    auditor = MixtureAuditor(classifier=classifier, calibration=calibration, fractions=fractions, seed=seed)
+    auditor.fit(reference_texts, reference_labels, domains=domains)
+    return auditor.audit(
+        generations,
+        methods=methods,
+        default_method=method,
+        n_bootstrap=n_bootstrap,
+        confidence=confidence,
+        weights=weights,
+        seed=seed,
+    )
