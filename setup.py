@@ -9,8 +9,13 @@ from setuptools import find_packages, setup
 
 core = find_packages(include=["hf_fundamentals", "hf_fundamentals.*"])
 glue = ["hf_fundamentals." + name for name in find_packages(include=["integrations", "integrations.*"])]
+# model card templates ship as package data so an installed copy can render them too
+cards = ["hf_fundamentals.model_cards"]
 
 setup(
-    packages=core + glue,
-    package_dir={"hf_fundamentals.integrations": "integrations"},
+    packages=core + glue + cards,
+    package_dir={
+        "hf_fundamentals.integrations": "integrations",
+        "hf_fundamentals.model_cards": "model_cards",
+    },
 )

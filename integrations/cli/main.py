@@ -6,6 +6,10 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "audit": (
+        "hf_fundamentals.integrations.cli.audit",
+        "estimate a model's training-data mixture (LLMSurgeon)",
+    ),
     "info": (
         "hf_fundamentals.integrations.cli.info",
         "versions, what is registered, whether kernels/Triton/GPU work",

@@ -1,0 +1,104 @@
+"""``hff audit [MODEL]``: estimate a model's training-data mixture from its generations (LLMSurgeon).
+
+MODEL defaults to the embedded SmolLM2-135M-Instruct and the taxonomy to the built-in offline one. Prints a
+table of estimates with intervals and diagnostics and writes audit.json, audit.png and model_card.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def make_parser():
+    """HfArgumentParser over :class:`AuditArguments` (every flag has a help string)."""
+    from transformers import HfArgumentParser
+
+    from hf_fundamentals.integrations.arguments import AuditArguments
+
+    return HfArgumentParser(AuditArguments, prog="hff audit", description=__doc__)
+
+
+def parse(argv: list[str]):
+    """Parse flags; a leading positional MODEL is taken as ``--model``; ``--config x.yaml`` reads YAML."""
+    argv = list(argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--model", argv[0], *argv[1:]]
+    parser = make_parser()
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            parser.error("--config needs a YAML file")
+        import yaml
+
+        with open(argv[i + 1], encoding="utf-8") as handle:
+            defaults = yaml.safe_load(handle) or {}
+        parser.set_defaults(**defaults)
+        argv = argv[:i] + argv[i + 2 :]
+    (args,) = parser.parse_args_into_dataclasses(argv)
+    return args
+
+
+def print_report(report: dict) -> None:
+    """The result table (estimate and interval per domain for the default estimator, other estimators beside)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    default = report["default_method"]
+    methods = [default] + [m for m in report["estimates"] if m != default]
+    table = Table(
+        title=f"{report['model']}: estimated training mixture ({report['taxonomy']['name']} taxonomy)"
+    )
+    table.add_column("domain")
+    table.add_column(f"{default} (%)", justify="right")
+    table.add_column(f"{round(100 * report['confidence'])}% interval", justify="right")
+    for m in methods[1:]:
+        table.add_column(m, justify="right", style="dim")
+    for d in report["domains"]:
+        est = report["estimates"][default]
+        interval = (
+            "-" if est["ci_low"] is None else f"{100 * est['ci_low'][d]:.1f}–{100 * est['ci_high'][d]:.1f}"
+        )
+        row = [d, f"{100 * est['point'][d]:.1f}", interval]
+        row += [f"{100 * report['estimates'][m]['point'][d]:.1f}" for m in methods[1:]]
+        table.add_row(*row)
+    console.print(table)
+    diag, clf = report["diagnostics"], report["classifier_report"]
+    console.print(
+        f"classifier held-out accuracy {clf['accuracy']:.3f} | confusion cond (soft) "
+        f"{diag['condition_number_soft'] or float('inf'):.1f}, sigma_min {diag['sigma_min_soft']:.3f} | "
+        f"out-of-taxonomy score {diag['out_of_taxonomy_score']:.3f} (reference {diag['expected_out_of_taxonomy_score']:.3f})"
+        f" | {report['generations']['used']} generations | {report['seconds']} s"
+    )
+    for warning in diag["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    if "evaluation" in report:
+        ev = report["evaluation"]
+        console.print(
+            "against ground truth: "
+            + ", ".join(f"{m} 1-TV {v['overlap_accuracy']:.3f}" for m, v in ev.items() if m != "truth")
+        )
+    for name, path in report.get("files", {}).items():
+        console.print(f"[dim]{name}: {path}[/dim]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the audit and print its table; bad input exits with a one-line message, not a traceback."""
+    import warnings
+
+    from hf_fundamentals.audit.estimators import AuditWarning
+    from hf_fundamentals.integrations.audit import run_audit
+
+    args = parse(sys.argv[1:] if argv is None else argv)
+    import datasets
+
+    datasets.disable_progress_bars()  # corpus caching bars would bury the audit's own progress
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AuditWarning)  # they are printed with the table instead
+            report = run_audit(args, echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except (ValueError, FileNotFoundError, TypeError, RuntimeError, ImportError) as err:
+        print(f"hff audit: error: {err}", file=sys.stderr)
+        return 2
+    print_report(report)
+    return 0

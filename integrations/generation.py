@@ -1,0 +1,312 @@
+"""Sampling text from the model under audit: local ``generate`` or an OpenAI-compatible completions server.
+
+Generations are appended to a JSONL cache one batch at a time, so an interrupted audit resumes where it
+stopped; each record has ``id``, ``prompt``, ``text`` and ``n_tokens`` (for token-weighted estimates).
+Batch ``b`` always holds generations ``b*batch_size .. (b+1)*batch_size-1`` and is seeded from ``(seed, b)``;
+a resumed run redoes only incomplete batches, so it gives the same texts as an uninterrupted one on the
+same machine and library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+NEUTRAL_PROMPTS: tuple[str, ...] = (
+    "",
+    "\n",
+    "\n\n",
+    " ",
+    "The",
+    "A",
+    "In",
+    "Title:",
+    "Abstract:",
+    "Introduction",
+    "Chapter 1",
+    "Continue the passage:",
+    "Here is",
+    "#",
+    "Note:",
+    "1.",
+)
+"""Short, domain-neutral lead-ins (our list, in the spirit of LLMSurgeon's NEUTRAL_PROMPTS; the prefix is
+stripped from the text that is classified)."""
+
+PROMPT_PRESETS: dict[str, tuple[str, ...]] = {
+    "neutral": NEUTRAL_PROMPTS,
+    # unconditional sampling: generation starts from the BOS token alone (the faithful setting)
+    "bos": ("",),
+}
+
+
+@dataclass
+class GenerationConfig:
+    """How many texts to sample and how (defaults: unconditional-ish sampling at T=1, top_p=1)."""
+
+    n: int = 96
+    max_new_tokens: int = 64
+    prompts: str | Sequence[str] = "neutral"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 16
+    seed: int = 0
+    min_chars: int = 20
+
+    def prompt_list(self) -> list[str]:
+        """The prompts, from a preset name or an explicit list; generation ``i`` uses prompt ``i % len``."""
+        if isinstance(self.prompts, str):
+            if self.prompts not in PROMPT_PRESETS:
+                raise ValueError(
+                    f"prompts={self.prompts!r} is not a preset; accepted: {sorted(PROMPT_PRESETS)} or a list of strings"
+                )
+            return list(PROMPT_PRESETS[self.prompts])
+        prompts = list(self.prompts)
+        if not prompts:
+            raise ValueError("prompts is an empty list; pass at least one prompt or a preset name")
+        return prompts
+
+    def validate(self) -> None:
+        """Fail early on values that cannot produce a usable sample."""
+        for name, value, low in (("n", self.n, 1), ("max_new_tokens", self.max_new_tokens, 1)):
+            if value < low:
+                raise ValueError(f"{name}={value} must be >= {low}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0 (sampling, not greedy decoding)")
+        self.prompt_list()
+
+
+@dataclass
+class Generation:
+    """One sampled text with its provenance."""
+
+    id: int
+    prompt: str
+    text: str
+    n_tokens: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class GenerationBackend(Protocol):
+    """Anything that turns prompts into continuations (local model, remote server)."""
+
+    name: str
+
+    def generate(self, prompts: list[str], ids: list[int], config: GenerationConfig) -> list[Generation]:
+        """Continue each prompt once; ``ids`` seed the sampling of each item."""
+        ...
+
+
+class LocalBackend:
+    """``model.generate`` on this machine: batched, left-padded, seeded per batch from the generation ids."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str = "local") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def _encode(self, prompts: list[str]):
+        """Prompts with BOS prepended when the tokenizer has one (so an empty prompt still has a token)."""
+        import torch
+
+        tok = self.tokenizer
+        prefix = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        rows = [prefix + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        if any(len(r) == 0 for r in rows):
+            raise ValueError(
+                "an empty prompt needs a BOS token but this tokenizer has none; use prompts='neutral' or "
+                "non-empty prompts"
+            )
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return input_ids, attention
+
+    def generate(self, prompts: list[str], ids: list[int], config: GenerationConfig) -> list[Generation]:
+        import torch
+
+        input_ids, attention = self._encode(prompts)
+        input_ids = input_ids.to(self.model.device)
+        attention = attention.to(self.model.device)
+        torch.manual_seed(config.seed * 1_000_003 + ids[0])
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=config.max_new_tokens,
+                do_sample=True,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                top_k=0,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new = out[:, input_ids.shape[1] :]
+        results = []
+        specials = set(self.tokenizer.all_special_ids)
+        for gid, prompt, row in zip(ids, prompts, new.tolist(), strict=True):
+            kept = []
+            for token in row:
+                if token == self.tokenizer.eos_token_id:
+                    break
+                if token not in specials:
+                    kept.append(token)
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            results.append(Generation(gid, prompt, text, len(kept)))
+        return results
+
+
+class OpenAICompletionsBackend:
+    """An OpenAI-compatible ``/v1/completions`` server (vLLM, TGI, llama.cpp server), so big models audit remotely."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 3,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self.model = model
+        self.api_key = api_key
+        self.timeout = timeout
+        self.retries = retries
+        self.name = f"server:{self.base_url}"
+
+    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.base_url + "/completions",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"}
+            | ({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
+        )
+        last: Exception | None = None
+        for attempt in range(self.retries):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as err:  # a 4xx will not get better by retrying
+                body = err.read().decode(errors="replace")[:500]
+                if 400 <= err.code < 500:
+                    raise RuntimeError(f"{self.base_url}/completions answered {err.code}: {body}") from err
+                last = err
+            except (urllib.error.URLError, TimeoutError) as err:
+                last = err
+            time.sleep(min(2**attempt, 8))
+        raise RuntimeError(f"{self.base_url}/completions failed after {self.retries} tries: {last}") from last
+
+    def generate(self, prompts: list[str], ids: list[int], config: GenerationConfig) -> list[Generation]:
+        results = []
+        for gid, prompt in zip(ids, prompts, strict=True):
+            reply = self._post(
+                {
+                    "model": self.model,
+                    "prompt": prompt,
+                    "max_tokens": config.max_new_tokens,
+                    "temperature": config.temperature,
+                    "top_p": config.top_p,
+                    "seed": config.seed * 1_000_003 + gid,
+                    "n": 1,
+                }
+            )
+            try:
+                choice = reply["choices"][0]
+            except (KeyError, IndexError, TypeError) as err:
+                raise RuntimeError(
+                    f"unexpected completions reply (no choices[0]): {str(reply)[:300]}"
+                ) from err
+            text = choice.get("text", "")
+            usage = reply.get("usage") or {}
+            n_tokens = int(usage.get("completion_tokens") or max(1, len(text.split())))
+            results.append(
+                Generation(gid, prompt, text, n_tokens, {"finish_reason": choice.get("finish_reason")})
+            )
+        return results
+
+
+def _read_cache(path: Path, fingerprint: dict[str, Any]) -> dict[int, Generation]:
+    """Generations already in the cache; a cache written with other settings is an error, not a silent mix."""
+    done: dict[int, Generation] = {}
+    if not path.exists():
+        return done
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash: drop it, it will be regenerated
+                continue
+            if line_no == 1 and "fingerprint" in record:
+                if record["fingerprint"] != fingerprint:
+                    raise ValueError(
+                        f"generation cache {path} was written with other settings ({record['fingerprint']}); "
+                        f"now {fingerprint}. Use another --output-dir or delete the file."
+                    )
+                continue
+            done[int(record["id"])] = Generation(**record)
+    return done
+
+
+def generate_corpus(
+    backend: GenerationBackend,
+    config: GenerationConfig,
+    cache_path: str | Path | None = None,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Generation]:
+    """Sample ``config.n`` texts (resuming from ``cache_path`` if present) and return them in id order."""
+    from tqdm.auto import tqdm
+
+    config.validate()
+    prompts = config.prompt_list()
+    fingerprint = {k: v for k, v in asdict(config).items() if k != "n"}
+    fingerprint["prompts"] = prompts
+    fingerprint["backend"] = backend.name
+    path = Path(cache_path) if cache_path is not None else None
+    done = _read_cache(path, fingerprint) if path else {}
+    size = config.batch_size
+    batches = [list(range(b, min(b + size, config.n))) for b in range(0, config.n, size)]
+    todo = [ids for ids in batches if not all(i in done for i in ids)]
+    handle = None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists() or path.stat().st_size == 0
+        handle = path.open("a", encoding="utf-8")
+        if fresh:
+            handle.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+    try:
+        remaining = sum(len(ids) for ids in todo)
+        with tqdm(
+            total=config.n, initial=config.n - remaining, desc="generating", disable=not progress
+        ) as bar:
+            for ids in todo:
+                batch = backend.generate([prompts[i % len(prompts)] for i in ids], ids, config)
+                for gen in batch:
+                    done[gen.id] = gen
+                    if handle is not None:
+                        handle.write(json.dumps(asdict(gen)) + "\n")
+                if handle is not None:
+                    handle.flush()
+                bar.update(len(ids))
+                if on_batch is not None:
+                    on_batch(len(done))
+    finally:
+        if handle is not None:
+            handle.close()
+    return [done[i] for i in range(config.n)]

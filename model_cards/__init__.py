@@ -1,0 +1,1 @@
+"""Model card templates (markdown with {{ placeholders }}), rendered by hf_fundamentals.integrations."""

@@ -1,0 +1,108 @@
+"""``hff audit`` end to end on a tiny model and local reference files, plus its error messages."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from hf_fundamentals.integrations.cli.audit import main, parse
+
+WORDS = {
+    "code": "def return import class self lambda yield None True print range len".split(),
+    "legal": "licence warranty copyright permission notice liability distribute software terms".split(),
+    "kitchen": "flour butter oven sugar whisk bake salt pepper simmer onion garlic".split(),
+}
+
+
+@pytest.fixture()
+def taxonomy_file(tmp_path):
+    """Three synthetic domains as local files (one per line-block) and a taxonomy YAML that points at them."""
+    rng = random.Random(0)
+    for name, words in WORDS.items():
+        docs = [" ".join(rng.choice(words) for _ in range(30)) for _ in range(40)]
+        (tmp_path / f"{name}.txt").write_text("\n\n".join(docs))
+    lines = ["name: tiny", "docs_per_category: 40", "categories:"]
+    lines += [f"  - {{name: {n}, source: {{file: {n}.txt}}}}" for n in WORDS]
+    path = tmp_path / "tiny.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_audit_end_to_end_on_a_tiny_model(tiny_llama_dir, taxonomy_file, tmp_path, capsys):
+    out = tmp_path / "audit"
+    argv = [
+        str(tiny_llama_dir),
+        "--taxonomy",
+        str(taxonomy_file),
+        "--n_generations",
+        "12",
+        "--batch_size",
+        "6",
+        "--max_new_tokens",
+        "48",
+        "--n_bootstrap",
+        "20",
+        "--output_dir",
+        str(out),
+        "--prompts",
+        "bos",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "estimated training mixture" in printed and "kitchen" in printed
+    report = json.loads((out / "audit.json").read_text())
+    point = report["estimates"][report["default_method"]]["point"]
+    assert set(point) == set(WORDS) and abs(sum(point.values()) - 1) < 1e-6
+    assert report["generations"]["used"] <= 12
+    # a random tiny model writes nothing like these domains: the auditor must say so
+    assert any("taxonomy" in w.lower() for w in report["diagnostics"]["warnings"])
+    assert (out / "audit.png").stat().st_size > 1000
+    card = (out / "model_card.md").read_text()
+    assert "training-mixture-audit" in card and "| kitchen |" in card
+    assert len((out / "generations.jsonl").read_text().splitlines()) == 13  # fingerprint + 12
+
+
+def test_positional_model_and_yaml_config(tmp_path):
+    config = tmp_path / "audit.yaml"
+    config.write_text("n_generations: 7\ntaxonomy: offline\n")
+    args = parse(["some/model", "--config", str(config), "--seed", "3"])
+    assert (args.model, args.n_generations, args.seed) == ("some/model", 7, 3)
+
+
+def test_unknown_taxonomy_is_a_clear_error(capsys):
+    assert main(["--taxonomy", "nope.yaml", "--n_generations", "2"]) == 2
+    assert "taxonomy file 'nope.yaml' does not exist" in capsys.readouterr().err
+
+
+def test_empty_reference_class_is_a_clear_error(taxonomy_file, tmp_path, capsys):
+    (tmp_path / "kitchen.txt").write_text("\n\n")
+    assert (
+        main(["--taxonomy", str(taxonomy_file), "--n_generations", "2", "--output_dir", str(tmp_path / "o")])
+        == 2
+    )
+    assert "reference category 'kitchen' has no documents" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_generate_is_a_clear_error(tmp_path, taxonomy_file, capsys):
+    from transformers import BertConfig, BertModel
+
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
+    ).save_pretrained(tmp_path / "bert")
+    code = main(
+        [
+            str(tmp_path / "bert"),
+            "--taxonomy",
+            str(taxonomy_file),
+            "--n_generations",
+            "2",
+            "--output_dir",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "hff audit: error:" in err
