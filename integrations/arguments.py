@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from hf_fundamentals.audit.estimators import DEFAULT_METHOD
+
 
 @dataclass
 class HffArguments:
@@ -66,9 +68,10 @@ class AuditArguments:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1.0 = off)."})
     batch_size: int = field(default=16, metadata={"help": "Generations per batch (local backend)."})
     estimator: str = field(
-        default="mlls_em",
+        default=DEFAULT_METHOD,
         metadata={
-            "help": "Default estimator: mlls_em, pacc, acc, rlls, pcc, cc or llmsurgeon_repo (all are "
+            "help": f"Default estimator ({DEFAULT_METHOD}, the most accurate in benchmarks/llmscan_mini.py): "
+            "pacc, mlls_em, acc, rlls, pcc, cc or llmsurgeon_repo (all are "
             "reported; this one leads the table, the plot and the model card)."
         },
     )

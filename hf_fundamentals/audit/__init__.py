@@ -8,7 +8,13 @@ from hf_fundamentals.audit.bootstrap import BootstrapResult, Recalibration, boot
 from hf_fundamentals.audit.calibration import CALIBRATION_METHODS, Calibrator, fit_calibrator
 from hf_fundamentals.audit.classifier import DomainClassifier, TfidfLogisticClassifier
 from hf_fundamentals.audit.confusion import Confusion
-from hf_fundamentals.audit.diagnostics import Diagnostics, diagnose
+from hf_fundamentals.audit.diagnostics import (
+    Diagnostics,
+    Disagreement,
+    cross_check_partner,
+    diagnose,
+    estimator_disagreement,
+)
 from hf_fundamentals.audit.estimators import (
     ESTIMATORS,
     AuditWarning,
@@ -54,6 +60,7 @@ __all__ = [
     "ClassifierReport",
     "Confusion",
     "Diagnostics",
+    "Disagreement",
     "DomainClassifier",
     "FittedReference",
     "MixtureAuditor",
@@ -65,7 +72,9 @@ __all__ = [
     "bootstrap_priors",
     "cc",
     "ci_coverage",
+    "cross_check_partner",
     "diagnose",
+    "estimator_disagreement",
     "estimate_mixture",
     "estimate_prior",
     "fit_calibrator",

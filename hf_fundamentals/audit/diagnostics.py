@@ -4,6 +4,9 @@
   domains the classifier cannot tell apart.
 - Fit: the distance from p_bar to the set of label-shifted reference mixtures ``{M^T pi : pi in simplex}``,
   compared with what sampling noise alone would give.
+- Cross-check: under label shift a calibration-based estimate (EM) and a confusion-based one (PACC) agree up to
+  noise; a gap beyond their paired-bootstrap noise says the generations are not label-shifted reference text
+  (style shift, a weak LM, off-taxonomy text), which biases EM most (benchmarks/llmscan_mini.py).
 - Out-of-taxonomy: under label shift the generations' classifier confidence is distributed like the reference
   documents' reweighted to the estimated prior. ``out_of_taxonomy_score`` = 0.5 - the generations' mean
   confidence percentile in that distribution: about 0 when the taxonomy fits, up to 0.5 when every generation
@@ -23,7 +26,7 @@ from hf_fundamentals.audit.confusion import Confusion, check_labels, check_probs
 from hf_fundamentals.audit.estimators import SINGULAR_CONDITION, AuditWarning
 from hf_fundamentals.audit.simplex import simplex_least_squares
 
-__all__ = ["Diagnostics", "diagnose"]
+__all__ = ["Diagnostics", "Disagreement", "cross_check_partner", "diagnose", "estimator_disagreement"]
 
 # Warn when the soft confusion's smallest singular value is below this: errors in p_bar are amplified ~1/sigma.
 ILL_CONDITIONED_SIGMA = 0.1
@@ -36,6 +39,9 @@ OUT_OF_TAXONOMY_Z = 4.0
 # Warn when p_bar is farther from every reference mixture than this many noise standard deviations.
 RESIDUAL_Z = 3.0
 MIN_GENERATIONS = 50
+# Flag a cross-check gap at least this large (points) whose paired-bootstrap interval excludes 0.
+DISAGREEMENT_POINTS = 3.0
+CALIBRATION_BASED = frozenset({"mlls_em"})
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class Diagnostics:
     n_generations: int
     effective_n_generations: float
     warnings: tuple[str, ...]
+    estimator_gap: dict[str, object] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable form (infinities become None)."""
@@ -74,6 +81,77 @@ class Diagnostics:
                 value = list(value)
             out[key] = value
         return out
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """The largest gap between two estimators' point estimates, on ``domain``, with the paired-bootstrap
+    interval of that gap (both in points); ``significant`` when it is at least ``DISAGREEMENT_POINTS`` and the
+    interval excludes 0."""
+
+    methods: tuple[str, str]
+    domain: str
+    gap_points: float
+    interval_points: tuple[float, float]
+    significant: bool
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable form."""
+        return {
+            "methods": list(self.methods),
+            "domain": self.domain,
+            "gap_points": self.gap_points,
+            "interval_points": list(self.interval_points),
+            "significant": self.significant,
+        }
+
+    def message(self) -> str:
+        """The warning text for a significant gap."""
+        a, b = self.methods
+        lo, hi = self.interval_points
+        return (
+            f"estimators disagree beyond sampling noise: {a} and {b} differ by {abs(self.gap_points):.1f} points "
+            f"on {self.domain!r} (paired-bootstrap interval of the gap {lo:+.1f} to {hi:+.1f}). A gap this size is "
+            f"rare when generations read like the reference text of their domains and common when they do not "
+            f"(style shift, a weak model, off-taxonomy text); calibration-based EM is hurt most, and the "
+            f"intervals do not cover this kind of error"
+        )
+
+
+def cross_check_partner(method: str) -> str:
+    """The estimator of the other family that ``method`` is cross-checked against (EM <-> PACC)."""
+    return "pacc" if method in CALIBRATION_BASED else "mlls_em"
+
+
+def estimator_disagreement(
+    methods: tuple[str, str],
+    points: tuple[np.ndarray, np.ndarray],
+    samples: tuple[np.ndarray, np.ndarray],
+    domains: Sequence[str],
+    confidence: float = 0.95,
+    min_points: float = DISAGREEMENT_POINTS,
+) -> Disagreement:
+    """Compare two estimators' points (K,) using their bootstrap replicates (B, K) drawn on the *same*
+    resamples, so the interval of the difference is paired (noise common to both cancels)."""
+    gap = 100.0 * (np.asarray(points[0]) - np.asarray(points[1]))
+    a, b = np.asarray(samples[0]), np.asarray(samples[1])
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != gap.size or len(domains) != gap.size:
+        raise ValueError(
+            f"samples: expected two (B, {gap.size}) arrays and {gap.size} domains, got {a.shape}, {b.shape} "
+            f"and {len(domains)} domains"
+        )
+    diffs = 100.0 * (a - b)
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(diffs, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+    flagged = ((lo > 0) | (hi < 0)) & (np.abs(gap) >= min_points)
+    i = int(np.argmax(np.where(flagged, np.abs(gap), -1.0))) if flagged.any() else int(np.argmax(np.abs(gap)))
+    return Disagreement(
+        methods=tuple(methods),
+        domain=str(domains[i]),
+        gap_points=float(gap[i]),
+        interval_points=(float(lo[i]), float(hi[i])),
+        significant=bool(flagged[i]),
+    )
 
 
 def _singular(matrix: np.ndarray) -> tuple[float, float, np.ndarray]:

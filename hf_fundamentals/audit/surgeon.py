@@ -10,14 +10,19 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from hf_fundamentals.audit.bootstrap import Recalibration, bootstrap_priors
 from hf_fundamentals.audit.classifier import DomainClassifier
-from hf_fundamentals.audit.diagnostics import Diagnostics, diagnose
-from hf_fundamentals.audit.estimators import ESTIMATORS, AuditWarning, estimate_prior
+from hf_fundamentals.audit.diagnostics import (
+    Diagnostics,
+    cross_check_partner,
+    diagnose,
+    estimator_disagreement,
+)
+from hf_fundamentals.audit.estimators import DEFAULT_METHOD, ESTIMATORS, AuditWarning, estimate_prior
 from hf_fundamentals.audit.reference import (
     DEFAULT_FRACTIONS,
     ClassifierReport,
@@ -26,9 +31,6 @@ from hf_fundamentals.audit.reference import (
 )
 
 __all__ = ["DEFAULT_METHOD", "AuditResult", "MixtureAuditor", "MixtureEstimate", "estimate_mixture"]
-
-# Chosen by benchmarks/audit_estimators.py (lowest mean max-abs error over the label-shift simulation).
-DEFAULT_METHOD = "mlls_em"
 
 
 def _floats(values: np.ndarray | None) -> list[float] | None:
@@ -302,6 +304,21 @@ class MixtureAuditor:
             if n_bootstrap
             else {}
         )
+        pair = (default_method, cross_check_partner(default_method))
+        if all(m in boot for m in pair):
+            gap = estimator_disagreement(
+                pair,
+                (points[pair[0]].prior, points[pair[1]].prior),
+                (boot[pair[0]].samples, boot[pair[1]].samples),
+                ref.domains,
+                confidence,
+            )
+            extra = (gap.message(),) if gap.significant else ()
+            if extra and emit_warnings:
+                warnings.warn(extra[0], AuditWarning, stacklevel=3)
+            diagnostics = replace(
+                diagnostics, estimator_gap=gap.to_dict(), warnings=diagnostics.warnings + extra
+            )
         estimates = {
             m: MixtureEstimate(
                 method=m,

@@ -109,3 +109,47 @@ def test_metrics_on_known_values():
     assert overlap_accuracy(base["all_on_dominant"], truth) == pytest.approx(0.8)
     with pytest.raises(ValueError, match=r"estimate, truth: expected two 1-D vectors of equal length"):
         overlap_accuracy(est, truth[:2])
+
+
+def _em_and_pacc(probs, conf_probs, labels, seed=0):
+    from hf_fundamentals.audit import Confusion, bootstrap_priors, estimate_prior
+
+    confusion = Confusion.from_predictions(conf_probs, labels, K)
+    methods = ("mlls_em", "pacc")
+    points = tuple(estimate_prior(probs, confusion, method=m).prior for m in methods)
+    boot = bootstrap_priors(probs, conf_probs, labels, methods, n_bootstrap=200, seed=seed)
+    return methods, points, tuple(boot[m].samples for m in methods)
+
+
+def test_estimator_cross_check_is_quiet_under_label_shift():
+    from hf_fundamentals.audit import estimator_disagreement
+
+    fired = []
+    for seed in range(5):
+        rng = np.random.default_rng(100 + seed)
+        labels, conf_probs = _reference(rng)
+        prior = rng.dirichlet(np.ones(K))
+        _, _, probs = simulated_split(K, 600, prior, rng, separation=3.0)
+        gap = estimator_disagreement(*_em_and_pacc(probs, conf_probs, labels, seed), domains=list("abcd"))
+        lo, hi = gap.interval_points
+        assert lo <= gap.gap_points <= hi or not gap.significant
+        fired.append(gap.significant)
+    assert sum(fired) <= 1
+
+
+def test_estimator_cross_check_fires_when_generations_are_less_separable_than_the_reference():
+    """Style shift: the generations are classified less sharply than reference text of the same domain, so
+    calibration-based EM over-sharpens the mixture while PACC's confusion correction does not."""
+    from hf_fundamentals.audit import estimator_disagreement
+
+    rng = np.random.default_rng(7)
+    labels, conf_probs = _reference(rng, separation=3.0)
+    prior = np.array([0.6, 0.2, 0.15, 0.05])
+    _, _, probs = simulated_split(K, 1000, prior, rng, separation=3.0, overconfidence=0.4)
+    methods, points, samples = _em_and_pacc(probs, conf_probs, labels)
+    gap = estimator_disagreement(methods, points, samples, domains=list("abcd"))
+    assert gap.significant and abs(gap.gap_points) >= 3.0
+    assert "estimators disagree" in gap.message() and repr(gap.domain) in gap.message()
+    json.dumps(gap.to_dict())
+    with pytest.raises(ValueError, match="samples"):
+        estimator_disagreement(methods, points, (samples[0][:, :2], samples[1]), domains=list("abcd"))

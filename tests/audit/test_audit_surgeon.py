@@ -65,6 +65,9 @@ def test_end_to_end_audit_recovers_a_skewed_mixture(auditor, corpus):
     assert set(payload["estimates"][DEFAULT_METHOD]["point"]) == set(result.domains)
     assert payload["classifier_report"]["split_sizes"]["confusion"] > 0
     assert payload["diagnostics"]["n_generations"] == 400
+    gap = payload["diagnostics"]["estimator_gap"]  # the EM <-> PACC cross-check ran on the shared resamples
+    assert set(gap["methods"]) == {"mlls_em", "pacc"} and gap["domain"] in result.domains
+    assert gap["significant"] == any(w.startswith("estimators disagree") for w in result.diagnostics.warnings)
 
 
 def test_token_weights_change_the_estimate(auditor, corpus):
