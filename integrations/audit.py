@@ -108,7 +108,9 @@ def run_audit(args: AuditArguments, *, progress: bool = True, echo=print) -> dic
         weights=weights,
         seed=args.seed,
     )
-    report_dict = _report(args, taxonomy, result, len(generations), len(usable), time.time() - started)
+    report_dict = _report(
+        args, taxonomy, result, len(generations), [g.id for g in usable], time.time() - started
+    )
     if args.ground_truth:
         report_dict["evaluation"] = evaluate_against(result, taxonomy, args.ground_truth)
     (out_dir / "audit.json").write_text(json.dumps(report_dict, indent=2))
@@ -135,7 +137,12 @@ def _prompts(value: str) -> str | list[str]:
 
 
 def _report(
-    args: AuditArguments, taxonomy: Taxonomy, result: AuditResult, n_gen: int, n_used: int, seconds: float
+    args: AuditArguments,
+    taxonomy: Taxonomy,
+    result: AuditResult,
+    n_gen: int,
+    used_ids: list[int],
+    seconds: float,
 ) -> dict[str, Any]:
     report = result.to_dict()
     reported = taxonomy.reported_names()
@@ -148,7 +155,8 @@ def _report(
         }
     report["model"] = args.model
     report["taxonomy"] = {"name": taxonomy.name, "categories": taxonomy.names, "merges": taxonomy.merges}
-    report["generations"] = {"requested": n_gen, "used": n_used}
+    # which cached generations were classified (the rest were too short): ids into generations.jsonl
+    report["generations"] = {"requested": n_gen, "used": len(used_ids), "used_ids": used_ids}
     report["arguments"] = asdict(args)
     report["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
     report["seconds"] = round(seconds, 1)

@@ -156,14 +156,19 @@ class LocalBackend:
         results = []
         specials = set(self.tokenizer.all_special_ids)
         for gid, prompt, row in zip(ids, prompts, new.tolist(), strict=True):
-            kept = []
+            kept, dropped = [], []
             for token in row:
                 if token == self.tokenizer.eos_token_id:
                     break
-                if token not in specials:
+                if token in specials:
+                    dropped.append(token)
+                else:
                     kept.append(token)
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            results.append(Generation(gid, prompt, text, len(kept)))
+            # special tokens the model emitted are kept out of the classified text but recorded (e.g. a
+            # domain tag a benchmark model was trained to emit first)
+            meta = {"special_tokens": self.tokenizer.convert_ids_to_tokens(dropped)} if dropped else {}
+            results.append(Generation(gid, prompt, text, len(kept), meta))
         return results
 
 

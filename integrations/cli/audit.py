@@ -44,12 +44,14 @@ def print_report(report: dict) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # piped or captured: rich would assume 80 columns and squash the estimators
+        console = Console(width=160)
     default = report["default_method"]
     methods = [default] + [m for m in report["estimates"] if m != default]
     table = Table(
         title=f"{report['model']}: estimated training mixture ({report['taxonomy']['name']} taxonomy)"
     )
-    table.add_column("domain")
+    table.add_column("domain", no_wrap=True)
     table.add_column(f"{default} (%)", justify="right")
     table.add_column(f"{round(100 * report['confidence'])}% interval", justify="right")
     for m in methods[1:]:

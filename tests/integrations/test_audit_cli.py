@@ -57,6 +57,8 @@ def test_audit_end_to_end_on_a_tiny_model(tiny_llama_dir, taxonomy_file, tmp_pat
     point = report["estimates"][report["default_method"]]["point"]
     assert set(point) == set(WORDS) and abs(sum(point.values()) - 1) < 1e-6
     assert report["generations"]["used"] <= 12
+    assert len(report["generations"]["used_ids"]) == report["generations"]["used"]
+    assert set(report["generations"]["used_ids"]) <= set(range(12))
     # a random tiny model writes nothing like these domains: the auditor must say so
     assert any("taxonomy" in w.lower() for w in report["diagnostics"]["warnings"])
     assert (out / "audit.png").stat().st_size > 1000
@@ -106,3 +108,22 @@ def test_a_model_that_cannot_generate_is_a_clear_error(tmp_path, taxonomy_file, 
     assert code == 2
     err = capsys.readouterr().err
     assert "hff audit: error:" in err
+
+
+@pytest.mark.embedded
+def test_audit_of_the_embedded_model_on_the_offline_taxonomy(tmp_path, capsys):
+    """README command 1's path, scaled down: the real SmolLM2 model, the built-in taxonomy, real text."""
+    out = tmp_path / "embedded"
+    argv = ["--n_generations", "16", "--max_new_tokens", "48", "--docs_per_category", "60"]
+    argv += ["--n_bootstrap", "20", "--output_dir", str(out)]
+    assert main(argv) == 0
+    report = json.loads((out / "audit.json").read_text())
+    assert report["model"] == "embedded" and report["taxonomy"]["name"] == "offline"
+    assert len(report["domains"]) == 8
+    for estimate in report["estimates"].values():
+        assert abs(sum(estimate["point"].values()) - 1) < 1e-6
+    assert report["classifier_report"]["accuracy"] > 0.7  # eight real domains, TF-IDF + LR
+    printed = capsys.readouterr().out
+    assert "embedded: estimated training mixture" in printed
+    card = (out / "model_card.md").read_text()
+    assert "SmolLM2-135M-Instruct" in card

@@ -156,3 +156,27 @@ def test_local_backend_is_seeded_and_counts_tokens(tiny_llama_dir):
         progress=False,
     )
     assert [g.text for g in other] != [g.text for g in first]
+
+
+def test_local_backend_keeps_special_tokens_out_of_the_text_but_records_them(tiny_llama_dir):
+    """A model that emits a special token (a domain tag, say) first: the text excludes it, meta records it."""
+    import torch
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|tag|>"]})
+    tag = tokenizer.convert_tokens_to_ids("<|tag|>")
+    body = tokenizer("The number 4 is even", add_special_tokens=False)["input_ids"]
+
+    class ScriptedModel:
+        device = torch.device("cpu")
+
+        def generate(self, input_ids, attention_mask, **kwargs):
+            tail = torch.tensor([[tag, *body, tokenizer.eos_token_id, *body]] * input_ids.shape[0])
+            return torch.cat([input_ids, tail], dim=1)
+
+    config = GenerationConfig(n=2, batch_size=2, max_new_tokens=20, prompts="bos")
+    gens = generate_corpus(LocalBackend(ScriptedModel(), tokenizer), config, None, progress=False)
+    assert [g.text for g in gens] == ["The number 4 is even"] * 2  # stops at EOS, tag not in the text
+    assert [g.meta for g in gens] == [{"special_tokens": ["<|tag|>"]}] * 2
+    assert [g.n_tokens for g in gens] == [len(body)] * 2
