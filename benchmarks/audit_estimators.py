@@ -35,8 +35,10 @@ from hf_fundamentals.audit import (
     TfidfLogisticClassifier,
     bootstrap_priors,
     ci_coverage,
+    cross_check_partner,
     diagnose,
     estimate_prior,
+    estimator_disagreement,
     fit_calibrator,
     max_abs_error,
     mean_abs_error,
@@ -45,10 +47,12 @@ from hf_fundamentals.audit import (
     tolerance_accuracy,
     trivial_baselines,
 )
+from hf_fundamentals.audit.diagnostics import DISAGREEMENT_POINTS
 from hf_fundamentals.audit.reference import encode_labels, split_reference
 
 FAMILIES = ("dirichlet_1", "dirichlet_0.3", "dominant_80")
 ABLATION_METHODS = ("mlls_em", "pacc")
+GAP_THRESHOLDS = (2.0, 3.0, 4.0, 5.0)  # cross-check thresholds (points) whose false-alarm rates are reported
 RESULTS = Path(__file__).resolve().parent / "results" / "audit_estimators.json"
 
 
@@ -238,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     baselines: dict[str, list[dict[str, float]]] = {"uniform": [], "all_on_dominant": []}
     fits_report = []
     clean_diagnostics: list[Diagnostics] = []
+    clean_gaps = []  # the EM <-> PACC cross-check on trials where label shift holds exactly (false alarms)
     trials_per_fit = np.array_split(np.arange(args.trials), args.reference_fits)
     progress = tqdm(total=args.trials, desc="label-shift trials", unit="trial")
     for fit_index, trial_ids in enumerate(trials_per_fit):
@@ -294,6 +299,19 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                             probs, conf_probs, fit.conf_labels, points[DEFAULT_METHOD], emit=False
                         )
                         clean_diagnostics.append(diag)
+                        pair = (DEFAULT_METHOD, cross_check_partner(DEFAULT_METHOD))
+                        clean_gaps.append(
+                            {
+                                t: estimator_disagreement(
+                                    pair,
+                                    (points[pair[0]], points[pair[1]]),
+                                    (boot[pair[0]].samples, boot[pair[1]].samples),
+                                    domains,
+                                    min_points=t,
+                                )
+                                for t in GAP_THRESHOLDS
+                            }
+                        )
                 cis = {m: (b.ci_low, b.ci_high) for m, b in boot.items()}
                 for m in variant_methods:
                     row = evaluate(m, points, cis, truth)
@@ -351,11 +369,24 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             np.mean([any("out-of-taxonomy" in w for w in d.warnings) for d in clean_diagnostics])
         ),
         "mean_out_of_taxonomy_score": float(np.mean([d.out_of_taxonomy_score for d in clean_diagnostics])),
+        "estimator_disagreement_rate": float(
+            np.mean([g[DISAGREEMENT_POINTS].significant for g in clean_gaps])
+        ),
+        "estimator_disagreement_rate_by_threshold": {
+            f"{t:g}": float(np.mean([g[t].significant for g in clean_gaps])) for t in GAP_THRESHOLDS
+        },
+        "mean_abs_estimator_gap_points": float(
+            np.mean([abs(g[DISAGREEMENT_POINTS].gap_points) for g in clean_gaps])
+        ),
     }
     print(
         f"\ndiagnostics on the clean trials: any warning {clean_oot['warning_rate']:.0%}, out-of-taxonomy "
         f"warning {clean_oot['out_of_taxonomy_warning_rate']:.0%}, mean score "
-        f"{clean_oot['mean_out_of_taxonomy_score']:.3f} (expected 0)"
+        f"{clean_oot['mean_out_of_taxonomy_score']:.3f} (expected 0); estimator cross-check "
+        f"({DEFAULT_METHOD} vs {cross_check_partner(DEFAULT_METHOD)}) fired on "
+        f"{clean_oot['estimator_disagreement_rate']:.0%} at {DISAGREEMENT_POINTS:g} points (by threshold: "
+        f"{clean_oot['estimator_disagreement_rate_by_threshold']}), mean largest gap "
+        f"{clean_oot['mean_abs_estimator_gap_points']:.2f} points"
     )
     print(f"out-of-taxonomy check (domain {out_of_taxonomy['held_out_domain']!r} left out of the taxonomy):")
     for share, row in out_of_taxonomy["by_share"].items():
