@@ -203,6 +203,13 @@ def plot_audit(result: AuditResult, taxonomy: Taxonomy, path: Path, title: str =
     ax.set_ylabel("share of generations (%)")
     ax.set_title(title or "estimated training mixture", fontsize=10)
     ax.legend(fontsize=8)
+    n_warnings = len(result.diagnostics.warnings)
+    if n_warnings:  # a chart travels without its JSON: say on it that the audit came with warnings
+        ax.set_title(
+            f"{title or 'estimated training mixture'}\n{n_warnings} diagnostic warning(s): see audit.json "
+            "before trusting these shares",
+            fontsize=10,
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
