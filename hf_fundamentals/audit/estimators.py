@@ -136,11 +136,30 @@ def pacc(probs: np.ndarray, confusion: Confusion, *, weights: np.ndarray | None 
 
 
 def llmsurgeon_repo(
-    probs: np.ndarray, confusion: Confusion, *, weights: np.ndarray | None = None
+    probs: np.ndarray,
+    confusion: Confusion,
+    *,
+    weights: np.ndarray | None = None,
+    unknown_threshold: float | None = 0.9,
 ) -> PriorEstimate:
     """The released LLMSurgeon code's recipe, for parity: hard C with soft p_bar, unconstrained
-    ``np.linalg.lstsq``, then sort-based simplex projection (uniform if degenerate). Biased unless C ~ M."""
+    ``np.linalg.lstsq``, then sort-based simplex projection (uniform if degenerate). Biased unless C ~ M.
+
+    Like the repo's default ``--unknown_threshold 0.9``, each generation counts with weight ``1 - u`` where
+    ``u = clip((tau - max_j p_j) / tau, 0, 1)``, so unconfident generations count less (None: plain mean).
+    What stays ours: the probabilities come from this auditor's calibration (BCTS, cross-fitted), not the repo's
+    single temperature fit on the confusion split itself.
+    """
     probs, w = _prepare(probs, confusion, weights)
+    if unknown_threshold is not None:
+        if not 0.0 < unknown_threshold <= 1.0:
+            raise ValueError(
+                f"unknown_threshold: got {unknown_threshold}; expected a value in (0, 1] or None"
+            )
+        unknown = np.clip((unknown_threshold - probs.max(axis=1)) / unknown_threshold, 0.0, 1.0)
+        kept = w * (1.0 - unknown)
+        if kept.sum() > 0:  # every generation fully "unknown": the repo would divide by 0; use the plain mean
+            w = kept / kept.sum()
     pbar = _soft_mean(probs, w)
     k = confusion.n_classes
     raw = np.linalg.lstsq(confusion.hard.T, pbar, rcond=None)[0]

@@ -325,3 +325,23 @@ def test_confusion_from_predictions_rejects_empty_classes():
         Confusion.from_predictions(probs, np.array([0, 1, 1, 0]))
     with pytest.raises(ValueError, match=r"labels: values must lie in \[0, 3\)"):
         Confusion.from_predictions(probs, np.array([0, 1, 2, 3]))
+
+
+def test_repo_recipe_down_weights_unconfident_generations_like_the_repo():
+    """LLMSurgeon's unknown mass: weight 1 - clip((tau - max p) / tau, 0, 1) per generation before averaging."""
+    rng = np.random.default_rng(11)
+    probs, confusion = _random_instance(11, 4, 300)
+    tau = 0.9
+    u = np.clip((tau - probs.max(axis=1)) / tau, 0, 1)
+    assert 0 < u.mean() < 1  # the instance has both confident and unconfident generations
+    reweighted = llmsurgeon_repo(probs, confusion, unknown_threshold=None, weights=1 - u).prior
+    np.testing.assert_allclose(llmsurgeon_repo(probs, confusion, unknown_threshold=tau).prior, reweighted)
+    plain = llmsurgeon_repo(probs, confusion, unknown_threshold=None).prior
+    assert np.abs(plain - reweighted).max() > 1e-6
+    token_weights = rng.integers(1, 50, size=300).astype(float)  # weights compose with token counts
+    np.testing.assert_allclose(
+        llmsurgeon_repo(probs, confusion, weights=token_weights).prior,
+        llmsurgeon_repo(probs, confusion, unknown_threshold=None, weights=token_weights * (1 - u)).prior,
+    )
+    with pytest.raises(ValueError, match="unknown_threshold"):
+        llmsurgeon_repo(probs, confusion, unknown_threshold=1.5)
