@@ -1,0 +1,28 @@
+"""Muon for every parameter layout: role-based routing, per-expert orthogonalization, distributed-correct."""
+
+from hf_fundamentals.optim.muon import MuonAdamW, lr_adjustment, orthogonalize
+from hf_fundamentals.optim.newton_schulz import (
+    POLAR_EXPRESS_COEFFICIENTS,
+    QUINTIC_COEFFICIENTS,
+    newton_schulz,
+    regularized_polar,
+    schatten_power,
+    singular_value_range,
+)
+from hf_fundamentals.optim.routing import ParamRoute, muon_param_groups, route_parameters, routing_table
+
+__all__ = [
+    "MuonAdamW",
+    "POLAR_EXPRESS_COEFFICIENTS",
+    "ParamRoute",
+    "QUINTIC_COEFFICIENTS",
+    "lr_adjustment",
+    "muon_param_groups",
+    "newton_schulz",
+    "orthogonalize",
+    "regularized_polar",
+    "route_parameters",
+    "routing_table",
+    "schatten_power",
+    "singular_value_range",
+]
