@@ -42,3 +42,27 @@ def test_local_file_with_unknown_suffix_is_rejected(tmp_path):
     bad.write_text("x")
     with pytest.raises(ValueError, match=r"accepted local files: .csv, .json, .jsonl, .parquet, .txt"):
         load_sft_dataset(SimpleNamespace(dataset_name=str(bad)), SimpleNamespace(datasets=None))
+
+
+@pytest.mark.slow
+def test_hff_sft_muon_on_two_processes(tiny_llama_dir, tiny_text_file, tmp_path, capfd):
+    """``--hff_optimizer muon`` through ``hff sft`` under DDP on two CPU processes (gloo)."""
+    out_dir = tmp_path / "run"
+    code = main(
+        [
+            "--model_name_or_path", str(tiny_llama_dir),
+            "--dataset_name", str(tiny_text_file),
+            "--output_dir", str(out_dir),
+            "--max_steps", "3",
+            "--per_device_train_batch_size", "4",
+            "--learning_rate", "1e-3",
+            "--use_cpu", "--bf16", "false",
+            "--logging_steps", "1", "--max_length", "64", "--save_strategy", "no",
+            "--multi_gpu", "--num_processes", "2",
+            "--hff_optimizer", "muon", "--muon_ns_method", "polar_express",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capfd.readouterr().out
+    assert "techniques on: muon (polar, polar_express, adjust_lr=match_rms_adamw); processes: 2" in printed
+    assert (out_dir / "model.safetensors").stat().st_size > 0

@@ -4,7 +4,7 @@ TRL's own CLI cannot take extra flags, callbacks or optimizer factories, so this
 ``trl/scripts/sft.py``: the same ``ScriptArguments``/``SFTConfig``/``ModelConfig``/``DatasetMixtureConfig``
 flags and ``--config`` YAML, plus ``HffArguments``. Like ``trl sft`` it relaunches itself through
 ``accelerate launch`` (pass ``--num_processes 2``, ``--accelerate_config NAME|FILE``, ... for several
-processes); our registration runs inside every launched process. ``--model_name_or_path embedded`` trains the
+processes; on CPU-only machines accelerate also needs ``--multi_gpu``, which then runs DDP over gloo); our registration runs inside every launched process. ``--model_name_or_path embedded`` trains the
 offline embedded model; ``--dataset_name`` also takes a local .json/.jsonl/.csv/.parquet/.txt file.
 """
 
@@ -81,7 +81,7 @@ def run(script_args, training_args, model_args, dataset_args, hff_args) -> None:
     if training_args.eval_strategy != "no":
         eval_dataset = dataset[script_args.dataset_test_split]
 
-    extras = trainer_extras(hff_args)
+    extras = trainer_extras(hff_args, training_args)
     trainer = SFTTrainer(
         model=model_path,
         args=training_args,
