@@ -48,7 +48,11 @@ class HffArguments:
     )
     muon_ns_steps: int = field(default=5, metadata={"help": "Newton-Schulz iterations."})
     muon_ns_dtype: str = field(
-        default="bfloat16", metadata={"help": "Newton-Schulz dtype: bfloat16 (default) or float32."}
+        default="auto",
+        metadata={
+            "help": "Newton-Schulz dtype: 'auto' (bf16 on GPU, fp32 on CPU where bf16 matmul is ~10x slower), "
+            "'bfloat16', 'float16' or 'float32'."
+        },
     )
     muon_adjust_lr: str = field(
         default="match_rms_adamw",

@@ -172,3 +172,17 @@ def test_model_without_matrices_is_an_error():
     model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4))
     with pytest.raises(ValueError, match="use AdamW"):
         MuonFactory()(model, lr=1e-3)
+
+
+def test_flags_parse_next_to_training_arguments():
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser((TrainingArguments, HffArguments))
+    targs, hff = parser.parse_args_into_dataclasses(
+        ["--output_dir", "x", "--hff_optimizer", "muon", "--muon_mode", "regularized", "--muon_reg_eps", "0.05",
+         "--no_muon_nesterov", "--learning_rate", "2e-3"]
+    )  # fmt: skip
+    factory, kwargs = trainer_extras(hff, targs).optimizer_cls_and_kwargs
+    assert factory is MuonFactory
+    assert kwargs["mode"] == "regularized" and kwargs["reg_eps"] == 0.05 and kwargs["nesterov"] is False
+    assert kwargs["lr"] == 2e-3 and kwargs["betas"] == (targs.adam_beta1, targs.adam_beta2)

@@ -60,7 +60,13 @@ def test_parity_with_torch_muon_bf16_default():
     ref = torch.nn.Parameter(w.clone())
     topt = torch.optim.Muon([ref], lr=0.02, weight_decay=0.1, adjust_lr_fn="original")
     p = torch.nn.Parameter(w.clone())
-    opt = MuonAdamW([{"params": [p], "use_muon": True}], lr=0.02, weight_decay=0.1, adjust_lr="original")
+    opt = MuonAdamW(
+        [{"params": [p], "use_muon": True}],
+        lr=0.02,
+        weight_decay=0.1,
+        adjust_lr="original",
+        ns_dtype="bfloat16",
+    )
     for g in grads:
         ref.grad, p.grad = g.clone(), g.clone()
         topt.step()
@@ -269,3 +275,11 @@ def test_parameter_flattened_after_construction_is_refused_at_step():
     opt.param_groups[0]["params"] = [flat]
     with pytest.raises(RuntimeError, match="FSDP2"):
         opt.step()
+
+
+def test_auto_ns_dtype_is_fp32_on_cpu():
+    from hf_fundamentals.optim.muon import ns_dtype_for
+
+    assert ns_dtype_for("auto", torch.device("cpu")) == torch.float32
+    assert ns_dtype_for("auto", torch.device("cuda")) == torch.bfloat16
+    assert ns_dtype_for("bfloat16", torch.device("cpu")) == torch.bfloat16

@@ -204,3 +204,27 @@ def test_routing_table_lists_every_parameter():
     for name, _ in model.named_parameters():
         assert name in table
     assert "muon:" in table and "adamw:" in table
+
+
+def test_deepseek_v3_and_olmoe():
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, OlmoeConfig, OlmoeForCausalLM
+
+    ds = DeepseekV3ForCausalLM(
+        DeepseekV3Config(
+            intermediate_size=64, moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2,
+            n_group=1, topk_group=1, first_k_dense_replace=1, q_lora_rank=16, kv_lora_rank=8,
+            qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, **COMMON,
+        )
+    )  # fmt: skip
+    routes = _by_name(ds)
+    _assert_complete(ds, routes)
+    assert routes["model.layers.1.mlp.experts.gate_up_proj"].split_sizes == (16, 16)
+    assert routes["model.layers.1.mlp.gate.weight"].role == "router"
+    assert routes["model.layers.0.mlp.gate_proj.weight"].role == "hidden_matrix"  # dense layer, not a router
+    olmoe = OlmoeForCausalLM(
+        OlmoeConfig(intermediate_size=16, num_experts=4, num_experts_per_tok=2, **COMMON)
+    )
+    routes = _by_name(olmoe)
+    _assert_complete(olmoe, routes)
+    assert routes["model.layers.0.mlp.experts.down_proj"].role == "expert_stack"
+    _step(olmoe)
