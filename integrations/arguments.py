@@ -38,8 +38,8 @@ class HffArguments:
         default="polar",
         metadata={
             "help": "Muon's map: 'polar' (Newton-Schulz, standard Muon), 'regularized' (smoothed polar map "
-            "M (M^T M + eps I)^(-1/2), arXiv 2605.23871; knob --muon_reg_eps) or 'htmuon' (U S^p V^T; "
-            "knob --muon_ht_power)."
+            "M (M^T M + eps s_max^2 I)^(-1/2), arXiv 2605.23871; knob --muon_reg_eps) or 'htmuon' "
+            "(U S^p V^T; knob --muon_ht_power)."
         },
     )
     muon_ns_method: str = field(
@@ -72,7 +72,8 @@ class HffArguments:
     muon_reg_eps: float = field(
         default=1e-2,
         metadata={
-            "help": "Regularized Muon's eps, relative to ||M||_F^2 (only with --muon_mode regularized)."
+            "help": "Regularized Muon's eps, relative to the top singular value squared: directions weaker "
+            "than about sqrt(eps) of the strongest get damped steps (only with --muon_mode regularized)."
         },
     )
     muon_ht_power: float = field(
