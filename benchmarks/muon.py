@@ -8,6 +8,7 @@ prints a table. Machine, seeds and shapes are recorded. Nothing here is a timed 
     python benchmarks/muon.py --sections train --seeds 0 1 2
     python benchmarks/muon.py --sections moe
     python benchmarks/muon.py --sections lora
+    python benchmarks/muon.py --sections modes             # after train: regularized / HTMuon / Polar Express
 
 Training protocol (``train`` and ``moe``): a Llama-shaped model (4 layers, width 192) or a Qwen3-MoE with the
 same attention and 8 experts of width 128, top-2, trained from scratch on GCIDE dictionary text (Debian
@@ -275,7 +276,9 @@ def make_model(kind: str, seed: int) -> torch.nn.Module:
     return Qwen3MoeForCausalLM(cfg)
 
 
-def make_optimizer(name: str, model: torch.nn.Module, lr: float, muon_lr: float | None = None):
+def make_optimizer(
+    name: str, model: torch.nn.Module, lr: float, muon_lr: float | None = None, **muon_kwargs: Any
+):
     """Return (optimizers, schedulers) for one of adamw / torch_muon / hff_muon."""
     from hf_fundamentals.optim import MuonAdamW, muon_param_groups
 
@@ -518,6 +521,38 @@ def plot_curves() -> None:
     print(f"plot: {PLOT}")
 
 
+def section_modes() -> dict[str, Any]:
+    """Muon's maps side by side on the dense model, seed 0, at the lr tuned for polar Muon in ``train``."""
+    done = json.loads(RESULTS.read_text())["train"]
+    lr = done["tuned"]["adamw_lr"] * done["tuned"]["hff_muon_lr_multiple"]
+    seed = done["tuning_seed"]
+    reference = done["per_seed"][0]
+    target = reference["adamw_final"]
+    data = build_data()
+    variants = {
+        "polar quintic (train section)": None,
+        "polar_express": {"ns_method": "polar_express"},
+        "regularized eps=1e-2": {"mode": "regularized", "reg_eps": 1e-2},
+        "regularized eps=1e-1": {"mode": "regularized", "reg_eps": 1e-1},
+        "htmuon p=0.125": {"mode": "htmuon", "ht_power": 0.125},
+    }
+    rows, out = [], {}
+    for label, kwargs in variants.items():
+        if kwargs is None:
+            curve = done["curves"][f"{seed}:hff_muon_tuned"]
+        else:
+            curve = train_run("dense", "hff_muon", lr, seed, data, **kwargs)["curve"]
+        reach = steps_to_reach(curve, target)
+        out[label] = {"final_eval_loss": curve[-1][1], "steps_to_reach_adamw": reach, "curve": curve}
+        rows.append([label, curve[-1][1], reach or "never"])
+        print(f"  {label}: final {curve[-1][1]:.4f}")
+    print(
+        f"\nMuon maps on the dense model, seed {seed}, lr {lr:g} (tuned for polar Muon); AdamW final {target:.4f}"
+    )
+    print(table(rows, ["map", "final eval loss", "steps to reach AdamW's final"]))
+    return {"seed": seed, "lr": lr, "adamw_final": target, "runs": out}
+
+
 # ----------------------------------------------------------------------------------------------- LoRA
 def section_lora(steps: int = 120, seed: int = 0) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
@@ -678,6 +713,8 @@ def main() -> None:
         elif section == "moe":
             save("moe", section_train("moe", args.seeds))
             plot_curves()
+        elif section == "modes":
+            save("modes", section_modes())
         elif section == "lora":
             save("lora", section_lora(args.lora_steps))
         else:

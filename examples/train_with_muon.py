@@ -30,8 +30,8 @@ class ExampleArguments:
 
 # this example's defaults; anything on the command line overrides them (argparse keeps the last value)
 DEFAULTS = [
-    "--output_dir", "runs/muon_example", "--max_steps", "40", "--learning_rate", "1e-3",
-    "--per_device_train_batch_size", "4", "--logging_steps", "10", "--report_to", "none",
+    "--output_dir", "runs/muon_example", "--max_steps", "20", "--learning_rate", "1e-3",
+    "--per_device_train_batch_size", "4", "--logging_steps", "5", "--report_to", "none",
     "--save_strategy", "no", "--hff_optimizer", "muon",
 ]  # fmt: skip
 parser = HfArgumentParser((ExampleArguments, TrainingArguments, HffArguments))

@@ -9,7 +9,13 @@ from hf_fundamentals.optim.newton_schulz import (
     schatten_power,
     singular_value_range,
 )
-from hf_fundamentals.optim.routing import ParamRoute, muon_param_groups, route_parameters, routing_table
+from hf_fundamentals.optim.routing import (
+    ParamRoute,
+    muon_param_groups,
+    route_parameters,
+    routing_summary,
+    routing_table,
+)
 
 __all__ = [
     "MuonAdamW",
@@ -22,6 +28,7 @@ __all__ = [
     "orthogonalize",
     "regularized_polar",
     "route_parameters",
+    "routing_summary",
     "routing_table",
     "schatten_power",
     "singular_value_range",

@@ -365,3 +365,18 @@ def routing_table(routes: list[ParamRoute]) -> str:
         numel[r.optimizer] = numel.get(r.optimizer, 0) + int(torch.Size(r.shape).numel())
     summary = ", ".join(f"{k}: {counts[k]} tensors / {numel[k]:,} values" for k in sorted(counts))
     return "\n".join(lines + ["", summary])
+
+
+def routing_summary(routes: list[ParamRoute]) -> str:
+    """One line per (role, optimizer): tensor count, values and an example name (for training logs)."""
+    groups: dict[tuple[str, str], list[ParamRoute]] = {}
+    for r in routes:
+        groups.setdefault((r.role, r.optimizer), []).append(r)
+    rows = [("role", "optimizer", "tensors", "values", "example")]
+    for (role, optimizer), items in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        numel = sum(int(torch.Size(r.shape).numel()) for r in items)
+        rows.append((role, optimizer, str(len(items)), f"{numel:,}", items[0].name))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4] for row in rows
+    )

@@ -19,7 +19,13 @@ from typing import Any
 
 from torch import nn
 
-from hf_fundamentals.optim import MuonAdamW, muon_param_groups, route_parameters, routing_table
+from hf_fundamentals.optim import (
+    MuonAdamW,
+    muon_param_groups,
+    route_parameters,
+    routing_summary,
+    routing_table,
+)
 
 logger = logging.getLogger("hf_fundamentals.muon")
 
@@ -111,7 +117,10 @@ class MuonFactory:
                 "are embeddings, heads, norms, biases or frozen); use AdamW. Routing:\n"
                 + routing_table(routes)
             )
-        logger.info("Muon parameter routing:\n%s", routing_table(routes))
+        logger.info(
+            "Muon parameter routing (every tensor: `hff muon --model <model>`, or routing_table):\n%s",
+            routing_summary(routes),
+        )
         groups = muon_param_groups(
             model,
             routes=routes,

@@ -228,3 +228,22 @@ def test_deepseek_v3_and_olmoe():
     _assert_complete(olmoe, routes)
     assert routes["model.layers.0.mlp.experts.down_proj"].role == "expert_stack"
     _step(olmoe)
+
+
+def test_routing_summary_one_line_per_role():
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    from hf_fundamentals.optim import routing_summary
+
+    cfg = Qwen3MoeConfig(
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        num_experts=4,
+        num_experts_per_tok=2,
+        head_dim=8,
+        **COMMON,
+    )
+    summary = routing_summary(route_parameters(Qwen3MoeForCausalLM(cfg)))
+    lines = summary.splitlines()
+    assert len(lines) == 1 + len({(r.role, r.optimizer) for r in route_parameters(Qwen3MoeForCausalLM(cfg))})
+    assert any(line.startswith("expert_gate_up") and " muon " in line for line in lines)
