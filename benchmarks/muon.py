@@ -329,10 +329,10 @@ def evaluate(model, data) -> float:
 
 
 def train_run(
-    kind: str, name: str, lr: float, seed: int, data, muon_lr: float | None = None
+    kind: str, name: str, lr: float, seed: int, data, muon_lr: float | None = None, **muon_kwargs: Any
 ) -> dict[str, Any]:
     model = make_model(kind, 0)  # same init for every optimizer; the seed changes the data order
-    opts, scheds = make_optimizer(name, model, lr, muon_lr)
+    opts, scheds = make_optimizer(name, model, lr, muon_lr, **muon_kwargs)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data["train"]), generator=g)
     curve = [(0, evaluate(model, data))]
@@ -474,7 +474,7 @@ def section_train(kind: str, seeds: list[int]) -> dict[str, Any]:
         "model": kind,
         "params": n_params,
         "shapes": "4 layers, hidden 192, 4 heads, vocab 2048"
-        + (", FFN 512" if kind == "dense" else ", 8 experts x 128 (top-2), router aux 0.01"),
+        + (", FFN 512" if kind == "dense" else ", 8 experts x 128 (top-2), no router aux loss"),
         "data": f"GCIDE dictionary (dict-gcide), {data['docs']} documents, seq {SEQ}, batch {BATCH}",
         "steps": STEPS,
         "seeds": seeds,
