@@ -311,9 +311,8 @@ def make_optimizer(
         return [muon, adam], [sched(muon), sched(adam)]
     if name == "hff_muon":
         groups = muon_param_groups(model, weight_decay=WD, decay_names=[n for n, p in named if p.ndim >= 2])
-        opt = MuonAdamW(
-            groups, lr=lr, weight_decay=WD, adjust_lr="match_rms_adamw"
-        )  # ns_dtype auto: fp32 on CPU
+        # ns_dtype "auto": fp32 on CPU
+        opt = MuonAdamW(groups, lr=lr, weight_decay=WD, adjust_lr="match_rms_adamw", **muon_kwargs)
         return [opt], [sched(opt)]
     raise ValueError(name)
 
