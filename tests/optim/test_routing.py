@@ -53,18 +53,19 @@ def test_llama(tied):
     _step(model)
 
 
-def test_qwen3_moe():
+def _tiny_qwen3_moe():
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-    cfg = Qwen3MoeConfig(
-        intermediate_size=64,
-        moe_intermediate_size=16,
-        num_experts=4,
-        num_experts_per_tok=2,
-        head_dim=8,
-        **COMMON,
-    )
-    model = Qwen3MoeForCausalLM(cfg)
+    return Qwen3MoeForCausalLM(
+        Qwen3MoeConfig(
+            intermediate_size=64, moe_intermediate_size=16, num_experts=4, num_experts_per_tok=2, head_dim=8,
+            **COMMON,
+        )
+    )  # fmt: skip
+
+
+def test_qwen3_moe():
+    model = _tiny_qwen3_moe()
     routes = _by_name(model)
     _assert_complete(model, routes)
     gate_up = routes["model.layers.0.mlp.experts.gate_up_proj"]
@@ -231,19 +232,9 @@ def test_deepseek_v3_and_olmoe():
 
 
 def test_routing_summary_one_line_per_role():
-    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-
     from hf_fundamentals.optim import routing_summary
 
-    cfg = Qwen3MoeConfig(
-        intermediate_size=64,
-        moe_intermediate_size=16,
-        num_experts=4,
-        num_experts_per_tok=2,
-        head_dim=8,
-        **COMMON,
-    )
-    summary = routing_summary(route_parameters(Qwen3MoeForCausalLM(cfg)))
-    lines = summary.splitlines()
-    assert len(lines) == 1 + len({(r.role, r.optimizer) for r in route_parameters(Qwen3MoeForCausalLM(cfg))})
+    routes = route_parameters(_tiny_qwen3_moe())
+    lines = routing_summary(routes).splitlines()
+    assert len(lines) == 1 + len({(r.role, r.optimizer) for r in routes})
     assert any(line.startswith("expert_gate_up") and " muon " in line for line in lines)
