@@ -99,7 +99,7 @@ def _embedding_prefixes(model: nn.Module) -> tuple[set[int], set[int], list[str]
     return inp_ids, out_ids, inp_prefixes, out_prefixes
 
 
-def _fused_split(leaf: str, module: nn.Module, rows: int, config: Any) -> tuple[str, tuple[int, ...] | None]:
+def _fused_split(leaf: str, rows: int, config: Any) -> tuple[str, tuple[int, ...] | None]:
     """(role, split sizes along the output dim) for a fused 2-D projection, from the config."""
     if config is None:
         return "hidden_matrix", None
@@ -275,7 +275,7 @@ def route_parameters(
                 if vocab is not None and rows == vocab:
                     add("lm_head", "adamw", f"projects to the vocabulary ({vocab}): an output head")
                     continue
-                role, sizes = _fused_split(leaf_module, module, rows, config) if split_fused else ("", None)
+                role, sizes = _fused_split(leaf_module, rows, config) if split_fused else ("", None)
                 role = role or "hidden_matrix"
                 reason = f"{cls} weight" + (f", blocks {sizes}" if sizes else "")
                 add(role, "muon", reason, layout=layout, split_sizes=sizes)
