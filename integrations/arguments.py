@@ -93,6 +93,70 @@ class HffArguments:
         },
     )
 
+    hff_order: str = field(
+        default="none",
+        metadata={
+            "help": "Train in a score-based order (arXiv 2605.30334) instead of shuffled: 'saw', 'stair', "
+            "'sorting', 'folding', 'zigzag', 'segment' or 'random'; 'none' leaves the trainer alone. The "
+            "trainer is switched to sequential reading and refuses to shuffle."
+        },
+    )
+    order_score: str = field(
+        default="score",
+        metadata={
+            "help": "Dataset column with one score per sample to order by (computed if --order_scorer)."
+        },
+    )
+    order_scorer: str = field(
+        default="none",
+        metadata={
+            "help": "Compute --order_score when the column is missing: 'perplexity' (mean token loss under "
+            "--order_score_model), 'compression' (zlib compression ratio) or 'none' (the column must exist)."
+        },
+    )
+    order_score_model: str = field(
+        default="embedded",
+        metadata={"help": "Reference model for --order_scorer perplexity: 'embedded', a Hub id or a path."},
+    )
+    order_text_column: str = field(
+        default="text", metadata={"help": "Column the scorer reads (conversations: their joined contents)."}
+    )
+    order_ascending: bool = field(
+        default=True, metadata={"help": "Low scores first, high scores last (the paper's default)."}
+    )
+    order_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sweeps of folding/zigzag, or layers inside STR/SAW transitions (default 5 / 3 / 2)."
+        },
+    )
+    order_num_sections: int | None = field(
+        default=None, metadata={"help": "STR/SAW sections (default: stair 2, saw 3)."}
+    )
+    order_transition_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "STR/SAW transition radius as a share of the data (default: stair 0.225, saw 0.075)."
+        },
+    )
+    order_window_size: int = field(
+        default=0, metadata={"help": "Window jitter: shuffle each run of this many samples (0: off)."}
+    )
+    order_gumbel_tau: float = field(
+        default=0.0, metadata={"help": "Gumbel rank jitter: positions move by tau * Gumbel noise (0: off)."}
+    )
+    order_domain_column: str | None = field(
+        default=None,
+        metadata={"help": "Column with a domain label; the window jitter then interleaves domains."},
+    )
+    order_seed: int = field(
+        default=42, metadata={"help": "Seed of the order's random parts (jitter, shuffles)."}
+    )
+    order_allow_shuffle: bool = field(
+        default=False,
+        metadata={"help": "Let the trainer reorder the ordered data anyway (a warning instead of an error)."},
+    )
+
     def __post_init__(self) -> None:
         if self.hff_cache_dir:
             os.environ["HFF_CACHE"] = os.path.abspath(os.path.expanduser(self.hff_cache_dir))
@@ -109,6 +173,25 @@ class HffArguments:
                     f"{', '.join('--' + n for n in changed)} set but --hff_optimizer is "
                     f"{self.hff_optimizer!r}; add --hff_optimizer muon (or drop the Muon flags)"
                 )
+        from hf_fundamentals.ordering import METHODS
+
+        if self.hff_order not in ("none", *METHODS):
+            raise ValueError(f"--hff_order {self.hff_order!r}; accepted: none, {', '.join(METHODS)}")
+        if self.order_scorer not in ("none", "perplexity", "compression"):
+            raise ValueError(f"--order_scorer {self.order_scorer!r}; accepted: none, perplexity, compression")
+        if self.hff_order == "none":
+            changed = [
+                f.name
+                for f in fields(self)
+                if f.name.startswith("order_") and getattr(self, f.name) != f.default
+            ]
+            if changed:
+                raise ValueError(
+                    f"{', '.join('--' + n for n in changed)} set but --hff_order is 'none'; add --hff_order "
+                    "saw (or another method), or drop the ordering flags"
+                )
+        else:
+            self.order_spec()  # validate the knobs now, not after the model has loaded
 
     def muon_kwargs(self) -> dict:
         """The :class:`~hf_fundamentals.integrations.transformers.muon.MuonFactory` keywords these flags set."""
@@ -128,11 +211,30 @@ class HffArguments:
             "unknown": self.muon_unknown,
         }
 
+    def order_spec(self):
+        """The :class:`~hf_fundamentals.ordering.OrderSpec` these flags describe (None with --hff_order none)."""
+        from hf_fundamentals.ordering import OrderSpec
+
+        if self.hff_order == "none":
+            return None
+        return OrderSpec(
+            method=self.hff_order,
+            ascending=self.order_ascending,
+            layers=self.order_layers,
+            num_sections=self.order_num_sections,
+            transition_ratio=self.order_transition_ratio,
+            window_size=self.order_window_size,
+            gumbel_tau=self.order_gumbel_tau,
+            seed=self.order_seed,
+        )
+
     def enabled_techniques(self) -> list[str]:
         """Names of the techniques these flags switch on (shown in logs so a run says what it changed)."""
         on = []
         if self.hff_optimizer == "muon":
             on.append(f"muon ({self.muon_mode}, {self.muon_ns_method}, adjust_lr={self.muon_adjust_lr})")
+        if self.hff_order != "none":
+            on.append(f"order {self.order_spec().label()} by {self.order_score!r}")
         return on
 
 

@@ -66,3 +66,23 @@ def test_hff_sft_muon_on_two_processes(tiny_llama_dir, tiny_text_file, tmp_path,
     printed = capfd.readouterr().out
     assert "techniques on: muon (polar, polar_express, adjust_lr=match_rms_adamw); processes: 2" in printed
     assert (out_dir / "model.safetensors").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_hff_sft_trains_in_saw_order_with_computed_scores(tiny_llama_dir, tiny_text_file, tmp_path, capfd):
+    """``--hff_order saw --order_scorer compression``: scored, ordered, read sequentially, trained."""
+    out_dir = tmp_path / "run"
+    code = main(
+        [
+            "--model_name_or_path", str(tiny_llama_dir),
+            "--dataset_name", str(tiny_text_file),
+            "--output_dir", str(out_dir),
+            "--max_steps", "3", "--per_device_train_batch_size", "4",
+            "--use_cpu", "--bf16", "false", "--max_length", "64", "--save_strategy", "no",
+            "--hff_order", "saw", "--order_scorer", "compression", "--order_window_size", "8",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capfd.readouterr().out
+    assert "techniques on: order SAW(K=3,L=2,rho=0.075)+JIT(8) by 'score'" in printed
+    assert (out_dir / "model.safetensors").stat().st_size > 0

@@ -82,10 +82,11 @@ def run(script_args, training_args, model_args, dataset_args, hff_args) -> None:
         eval_dataset = dataset[script_args.dataset_test_split]
 
     extras = trainer_extras(hff_args, training_args)
+    train_dataset = extras.prepare_train_dataset(dataset[script_args.dataset_train_split], training_args)
     trainer = SFTTrainer(
         model=model_path,
         args=training_args,
-        train_dataset=dataset[script_args.dataset_train_split],
+        train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),

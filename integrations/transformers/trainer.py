@@ -1,4 +1,4 @@
-"""What ``HffArguments`` turns into for a Trainer: callbacks, an optimizer factory, a train sampler.
+"""What ``HffArguments`` turns into for a Trainer: callbacks, an optimizer factory, an ordered train dataset.
 
 Every trainer entry point (``hff sft`` and the Python API) asks :func:`trainer_extras` and passes the result
 to the trainer's constructor (``extras.as_kwargs()``) or applies it to a built trainer (``extras.apply``,
@@ -8,6 +8,7 @@ technique is switched on in exactly one place.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,35 @@ class TrainerExtras:
 
     callbacks: list[Any] = field(default_factory=list)
     optimizer_cls_and_kwargs: tuple[Any, dict[str, Any]] | None = None
+    hff_args: HffArguments | None = None
+
+    def prepare_train_dataset(self, dataset: Any, training_args: Any = None) -> Any:
+        """The train dataset as the flags want it: scored (``--order_scorer``) and ordered (``--hff_order``).
+
+        Without ``--hff_order`` the dataset comes back unchanged. Scoring runs on the main process first (other
+        ranks read the ``datasets`` cache), and every rank computes the same order from the same scores.
+        """
+        hff = self.hff_args
+        if hff is None or hff.hff_order == "none":
+            return dataset
+        from hf_fundamentals.integrations.ordering import add_score_column, order_dataset
+
+        if hff.order_score not in dataset.column_names:
+            if hff.order_scorer == "none":
+                raise KeyError(
+                    f"--order_score {hff.order_score!r} is not a column of the train dataset (columns: "
+                    f"{dataset.column_names}); pass the column that holds the scores, or --order_scorer "
+                    "perplexity|compression to compute it"
+                )
+            first = training_args.main_process_first(desc="scoring") if training_args is not None else None
+            with first if first is not None else contextlib.nullcontext():
+                dataset = add_score_column(
+                    dataset, hff.order_scorer, text_column=hff.order_text_column, column=hff.order_score,
+                    model=hff.order_score_model,
+                )  # fmt: skip
+        return order_dataset(
+            dataset, hff.order_spec(), score_column=hff.order_score, domain_column=hff.order_domain_column
+        )
 
     def as_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the trainer constructor (only those that are set)."""
@@ -32,6 +62,10 @@ class TrainerExtras:
         """Switch the extras on in an already built trainer (before ``train()``); returns the trainer."""
         for callback in self.callbacks:
             trainer.add_callback(callback)
+        if self.hff_args is not None and self.hff_args.hff_order != "none":
+            from hf_fundamentals.integrations.transformers.ordering import guard_built_trainer
+
+            guard_built_trainer(trainer, allow_shuffle=self.hff_args.order_allow_shuffle)
         if self.optimizer_cls_and_kwargs is not None:
             if trainer.optimizer is not None:
                 raise ValueError(
@@ -45,7 +79,13 @@ class TrainerExtras:
 def trainer_extras(hff_args: HffArguments, training_args: Any = None, model: Any = None) -> TrainerExtras:
     """Build the callbacks / optimizer factory that ``hff_args`` switches on for a run with ``training_args``."""
     del model  # routing reads the model inside the optimizer factory, after PEFT/quantization wrapping
-    extras = TrainerExtras()
+    extras = TrainerExtras(hff_args=hff_args)
+    if hff_args.hff_order != "none":
+        from hf_fundamentals.integrations.transformers.ordering import OrderGuardCallback, preserve_order
+
+        if training_args is not None:
+            preserve_order(training_args, allow_shuffle=hff_args.order_allow_shuffle)
+        extras.callbacks.append(OrderGuardCallback(allow_shuffle=hff_args.order_allow_shuffle))
     if hff_args.hff_optimizer == "muon":
         if training_args is None:
             raise ValueError(
