@@ -2,7 +2,7 @@
 
 Each sample gets its score quantile ``q`` in [0, 1] (average rank for ties); the order is read as the sequence
 ``q[order]`` and cut into global batches (the samples one optimizer step consumes) and into blocks (1% of the
-run by default, for the shape of the curve):
+run by default, for the shape of the curve; at least min(64, 5% of the run) samples):
 
 * **G1 boundary sharpening**: mean ``q`` of the first and last ``boundary_frac`` of the run, and the share of
   those samples that sit in the matching score tail.
@@ -128,7 +128,8 @@ def guideline_metrics(
     """Measure G1-G4 for ``order`` (dataset indices in training order) over per-row ``scores``.
 
     ``batch_size`` is the global batch (per-device batch x processes x gradient accumulation), ``domains``
-    optional per-row labels, ``block_size`` the curve's resolution (default 1% of the run).
+    optional per-row labels, ``block_size`` the curve's resolution (default 1% of the run, at least
+    min(64, 5%) samples).
     """
     q_rows = score_quantiles(scores)
     order = np.asarray(order, dtype=np.int64)
@@ -140,7 +141,8 @@ def guideline_metrics(
     if not 0 < boundary_frac <= 0.5:
         raise ValueError(f"boundary_frac must be in (0, 0.5]; got {boundary_frac}")
     q = q_rows[order]
-    block = int(block_size or max(1, n // 100))
+    # 1% of the run, but at least min(64, 5%) samples so that shuffled noise cannot fake a 0.5 swing
+    block = int(block_size or max(n // 100, min(64, max(1, n // 20))))
     k = max(1, int(round(n * boundary_frac)))
     front, back = q[:k], q[n - k :]
 

@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_fundamentals.integrations.cli.muon",
         "show where --hff_optimizer muon sends each parameter of a model (routing table)",
     ),
+    "order": (
+        "hf_fundamentals.integrations.cli.order",
+        "compare training orders (STR/SAW, ...) of a dataset: guideline metrics, plot, ordered copy",
+    ),
     "corpora": (
         "hf_fundamentals.integrations.cli.corpora",
         "list, install and sample the offline text corpora",

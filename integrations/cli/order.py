@@ -1,0 +1,115 @@
+"""``hff order``: what each training order does to a dataset, before you train on it.
+
+Reads a dataset (a local .json/.jsonl/.csv/.parquet/.txt file, a folder or a Hub id), takes its score column
+or computes one (``--scorer``), and prints the guideline metrics (G1 boundaries, G2 sweeps/resets, G3 largest
+step-to-step jump, G4 within-batch spread and domain runs) for each method; ``--plot`` draws score (and
+domain) along each order, ``--save_to`` writes the dataset in the first method's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of ``hff order``."""
+    from hf_fundamentals.ordering import METHODS
+
+    p = argparse.ArgumentParser(prog="hff order", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset_name", required=True, help="local data file or folder, or a Hub dataset id")
+    p.add_argument("--split", default="train", help="dataset split")
+    p.add_argument("--score", default="score", help="column with one score per sample")
+    p.add_argument("--scorer", choices=["none", "perplexity", "compression"], default="none",
+                   help="compute --score when the column is missing")  # fmt: skip
+    p.add_argument("--score_model", default="embedded", help="reference model for --scorer perplexity")
+    p.add_argument("--text_column", default="text", help="column the scorer reads")
+    p.add_argument("--methods", nargs="+", default=["random", "sorting", "stair", "saw"], choices=METHODS,
+                   help="orders to compare (the first one is saved by --save_to)")  # fmt: skip
+    p.add_argument("--descending", action="store_true", help="high scores first (default: low first)")
+    p.add_argument("--window_size", type=int, default=0, help="window jitter (0: off)")
+    p.add_argument("--domain_column", default=None, help="domain labels: domain-aware jitter and runs")
+    p.add_argument("--batch_size", type=int, default=32, help="global batch the metrics are computed over")
+    p.add_argument("--seed", type=int, default=42, help="seed of the orders' random parts")
+    p.add_argument("--plot", default=None, help="save a plot of score along each order (PNG)")
+    p.add_argument("--save_to", default=None, help="write the dataset in the first method's order here")
+    p.add_argument("--json", default=None, help="also write the metrics as JSON")
+    return p
+
+
+def load_split(name: str, split: str):
+    """A local file by extension (offline), else ``load_dataset(name)``."""
+    from pathlib import Path
+
+    from datasets import load_dataset
+
+    from hf_fundamentals.integrations.cli.sft import _LOCAL_FORMATS
+
+    path = Path(name)
+    if path.is_file():
+        builder = _LOCAL_FORMATS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(
+                f"{name!r}: unknown data file suffix; accepted: {', '.join(sorted(_LOCAL_FORMATS))}"
+            )
+        return load_dataset(builder, data_files=str(path), split=split)
+    return load_dataset(name, split=split)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the guideline metrics of each order (and optionally plot / save)."""
+    args = build_parser().parse_args(argv)
+    import numpy as np
+
+    from hf_fundamentals.integrations.ordering import add_score_column, order_dataset, plot_orders
+    from hf_fundamentals.ordering import OrderSpec, order_indices
+    from hf_fundamentals.ordering.guidelines import GuidelineReport, guideline_metrics
+
+    ds = load_split(args.dataset_name, args.split)
+    if args.score not in ds.column_names:
+        if args.scorer == "none":
+            print(f"hff order: no column {args.score!r} (columns: {ds.column_names}); pass --score COLUMN or "
+                  "--scorer perplexity|compression", file=sys.stderr)  # fmt: skip
+            return 2
+        ds = add_score_column(ds, args.scorer, text_column=args.text_column, column=args.score,
+                              model=args.score_model)  # fmt: skip
+    scores = np.asarray(ds[args.score], dtype=np.float64)
+    domains = np.asarray(ds[args.domain_column]) if args.domain_column else None
+    specs = {m: OrderSpec(method=m, ascending=not args.descending, window_size=args.window_size, seed=args.seed)
+             for m in args.methods}  # fmt: skip
+    orders = {spec.label(): order_indices(scores, spec, domains=domains) for spec in specs.values()}
+    reports = {
+        label: guideline_metrics(o, scores, args.batch_size, domains=domains) for label, o in orders.items()
+    }
+    shown = [f.name for f in fields(GuidelineReport) if f.name not in ("n", "batch_size", "block_size")]
+    if domains is None:
+        shown = [s for s in shown if "domain" not in s]
+    header = ["order", *shown]
+    rows = [[label] + [f"{getattr(r, k):.3f}" if isinstance(getattr(r, k), float) else str(getattr(r, k))
+                       for k in shown] for label, r in reports.items()]  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    print(f"{len(scores):,} samples, score {args.score!r}, global batch {args.batch_size}")
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    if args.plot:
+        plot_orders(orders, scores if not args.descending else -scores, args.plot, domains=domains)
+        print(f"plot written to {args.plot}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({label: r.to_dict() for label, r in reports.items()}, fh, indent=1)
+        print(f"metrics written to {args.json}")
+    if args.save_to:
+        first = specs[args.methods[0]]
+        ordered = order_dataset(ds, first, score_column=args.score, domain_column=args.domain_column)
+        if args.save_to.endswith((".json", ".jsonl")):
+            ordered.to_json(args.save_to)
+        else:
+            ordered.save_to_disk(args.save_to)
+        print(f"{first.label()} order written to {args.save_to}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
