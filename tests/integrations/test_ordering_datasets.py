@@ -126,3 +126,13 @@ def test_flags_build_the_spec_and_refuse_stray_knobs():
         HffArguments(hff_order="sawtooth")
     with pytest.raises(ValueError, match="layers must be an integer >= 1"):
         HffArguments(hff_order="saw", order_layers=0)
+
+
+@pytest.mark.embedded
+def test_perplexity_default_is_the_embedded_model(embedded):
+    rng = np.random.default_rng(0)
+    clean = "The cat sat on the mat and looked out of the window at the rain."
+    noisy = "".join(chr(c) for c in rng.integers(33, 127, len(clean)))
+    ds = Dataset.from_dict({"text": [clean, noisy]})
+    scored = add_score_column(ds, "perplexity", batch_size=2)  # model="embedded" by default
+    assert scored["score"][0] < scored["score"][1] - 1.0  # nats per token
