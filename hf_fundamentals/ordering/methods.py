@@ -231,16 +231,22 @@ def window_jitter(order: Any, window_size: int, seed: int = 42, domains: Any = N
     window = np.arange(n, dtype=np.int64) // window_size
     n_domains = int(codes.max()) + 1
     group = window * n_domains + codes
-    _, inverse, counts = np.unique(group, return_inverse=True, return_counts=True)
+    counts = np.bincount(group)  # per (window, domain); at most n_windows * n_domains entries
     # occurrence rank of each position inside its (window, domain) group, in the shuffled order
-    by_group = np.argsort(inverse, kind="stable")
+    by_group = np.argsort(group, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.empty(n, dtype=np.int64)
-    rank[by_group] = np.arange(n, dtype=np.int64) - starts[inverse[by_group]]
-    spread = (rank + 0.5) / counts[inverse]
-    # a per-window random domain precedence breaks ties, so no domain always goes first
-    tie = rng.random((int(window[-1]) + 1, n_domains))[window, codes]
-    return out[np.lexsort((tie, spread, window))]
+    rank[by_group] = np.arange(n, dtype=np.int64) - starts[group[by_group]]
+    # spread each domain evenly over its window; a per-window random domain precedence breaks ties (spreads
+    # of different domains differ by at least 1/window^2, far above the tie-breaker's 1e-13)
+    key = (rank + 0.5) / counts[group] + 1e-13 * rng.random((int(window[-1]) + 1, n_domains))[window, codes]
+    within = np.empty(n, dtype=np.int64)
+    if full:
+        rows = np.argsort(key[:full].reshape(-1, window_size), axis=1, kind="stable")
+        within[:full] = (rows + np.arange(0, full, window_size)[:, None]).reshape(-1)
+    if full < n:
+        within[full:] = full + np.argsort(key[full:], kind="stable")
+    return out[within]
 
 
 def domain_codes(domains: Any, n_rows: int | None = None) -> np.ndarray:
