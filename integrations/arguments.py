@@ -157,6 +157,38 @@ class HffArguments:
         metadata={"help": "Let the trainer reorder the ordered data anyway (a warning instead of an error)."},
     )
 
+    hff_memft: str = field(
+        default="none",
+        metadata={
+            "help": "MemFT loss for memorizing fine-tunes (arXiv 2605.30260): 'ot' (loss only on target tokens "
+            "with p < threshold; plain mean when none), 'ot_zero_bp' (no gradient when none), 'sw_sliding' "
+            "(long passages: window from the first wrong token), 'sw_curriculum' (growing item prefix; needs "
+            "--memft_curriculum_epochs); 'none': the usual loss."
+        },
+    )
+    memft_threshold: float = field(
+        default=0.5, metadata={"help": "Probability above which a target token counts as learned."}
+    )
+    memft_window: int = field(default=50, metadata={"help": "sw_sliding window (tokens after the anchor)."})
+    memft_position_decay_lambda: float | None = field(
+        default=None,
+        metadata={"help": "OT: decay the k-th hard token of a row by exp(-lambda k/(n-1)) (off)."},
+    )
+    memft_hysteresis_high: float | None = field(
+        default=None,
+        metadata={
+            "help": "OT hysteresis: a token leaves the loss at p >= this and re-enters below the threshold "
+            "(needs a memft_item_id column)."
+        },
+    )
+    memft_skip_empty_steps: bool = field(
+        default=False,
+        metadata={"help": "ot_zero_bp/sw_curriculum: skip the optimizer step when no token is active."},
+    )
+    memft_curriculum_epochs: int | None = field(
+        default=None, metadata={"help": "sw_curriculum: number of curriculum epochs (sets the step count)."}
+    )
+
     def __post_init__(self) -> None:
         if self.hff_cache_dir:
             os.environ["HFF_CACHE"] = os.path.abspath(os.path.expanduser(self.hff_cache_dir))
@@ -179,6 +211,27 @@ class HffArguments:
             raise ValueError(f"--hff_order {self.hff_order!r}; accepted: none, {', '.join(METHODS)}")
         if self.order_scorer not in ("none", "perplexity", "compression"):
             raise ValueError(f"--order_scorer {self.order_scorer!r}; accepted: none, perplexity, compression")
+        from hf_fundamentals.memorization import MODES as MEMFT_MODES
+
+        if self.hff_memft not in ("none", *[m for m in MEMFT_MODES if m != "sft"]):
+            raise ValueError(
+                f"--hff_memft {self.hff_memft!r}; accepted: none, {', '.join(m for m in MEMFT_MODES if m != 'sft')}"
+            )
+        if self.hff_memft == "none":
+            changed = [
+                f.name
+                for f in fields(self)
+                if f.name.startswith("memft_") and getattr(self, f.name) != f.default
+            ]
+            if changed:
+                raise ValueError(
+                    f"{', '.join('--' + n for n in changed)} set but --hff_memft is 'none'; add --hff_memft ot "
+                    "(or another mode), or drop the MemFT flags"
+                )
+        else:
+            self.memft_config()
+            if self.hff_memft == "sw_curriculum" and not self.memft_curriculum_epochs:
+                raise ValueError("--hff_memft sw_curriculum needs --memft_curriculum_epochs")
         if self.hff_order == "none":
             changed = [
                 f.name
@@ -228,11 +281,28 @@ class HffArguments:
             seed=self.order_seed,
         )
 
+    def memft_config(self):
+        """The :class:`~hf_fundamentals.memorization.MemFTConfig` of these flags (None with --hff_memft none)."""
+        from hf_fundamentals.memorization import MemFTConfig
+
+        if self.hff_memft == "none":
+            return None
+        return MemFTConfig(
+            mode=self.hff_memft,
+            threshold=self.memft_threshold,
+            window=self.memft_window,
+            position_decay_lambda=self.memft_position_decay_lambda,
+            hysteresis_high=self.memft_hysteresis_high,
+            skip_empty_steps=self.memft_skip_empty_steps,
+        )
+
     def enabled_techniques(self) -> list[str]:
         """Names of the techniques these flags switch on (shown in logs so a run says what it changed)."""
         on = []
         if self.hff_optimizer == "muon":
             on.append(f"muon ({self.muon_mode}, {self.muon_ns_method}, adjust_lr={self.muon_adjust_lr})")
+        if self.hff_memft != "none":
+            on.append(f"memft {self.hff_memft} (p > {self.memft_threshold:g})")
         if self.hff_order != "none":
             on.append(f"order {self.order_spec().label()} by {self.order_score!r}")
         return on

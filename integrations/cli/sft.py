@@ -83,14 +83,14 @@ def run(script_args, training_args, model_args, dataset_args, hff_args) -> None:
 
     extras = trainer_extras(hff_args, training_args)
     train_dataset = extras.prepare_train_dataset(dataset[script_args.dataset_train_split], training_args)
-    trainer = SFTTrainer(
+    trainer = extras.trainer_class(SFTTrainer)(
         model=model_path,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
-        **extras.as_kwargs(),
+        **extras.trainer_kwargs(),
     )
     switched_on = hff_args.enabled_techniques()
     trainer.accelerator.print(

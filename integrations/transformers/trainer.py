@@ -23,6 +23,22 @@ class TrainerExtras:
     optimizer_cls_and_kwargs: tuple[Any, dict[str, Any]] | None = None
     hff_args: HffArguments | None = None
 
+    def trainer_class(self, base: type) -> type:
+        """``base`` with the trainer-level techniques mixed in (``--hff_memft``); ``base`` itself otherwise."""
+        if self.hff_args is None or self.hff_args.hff_memft == "none":
+            return base
+        from hf_fundamentals.integrations.transformers.memft import memft_trainer_class
+
+        return memft_trainer_class(base)
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Constructor keywords for :meth:`trainer_class` (callbacks, optimizer factory, MemFT config)."""
+        kwargs = self.as_kwargs()
+        if self.hff_args is not None and self.hff_args.hff_memft != "none":
+            kwargs["memft"] = self.hff_args.memft_config()
+            kwargs["memft_curriculum_epochs"] = self.hff_args.memft_curriculum_epochs
+        return kwargs
+
     def prepare_train_dataset(self, dataset: Any, training_args: Any = None) -> Any:
         """The train dataset as the flags want it: scored (``--order_scorer``) and ordered (``--hff_order``).
 
@@ -60,6 +76,11 @@ class TrainerExtras:
 
     def apply(self, trainer: Any) -> Any:
         """Switch the extras on in an already built trainer (before ``train()``); returns the trainer."""
+        if self.hff_args is not None and self.hff_args.hff_memft != "none":
+            raise ValueError(
+                "--hff_memft changes the trainer's loss, which cannot be switched on in a built trainer: build it "
+                "as extras.trainer_class(TrainerClass)(..., **extras.trainer_kwargs())"
+            )
         for callback in self.callbacks:
             trainer.add_callback(callback)
         if self.hff_args is not None and self.hff_args.hff_order != "none":
