@@ -86,3 +86,24 @@ def test_hff_sft_trains_in_saw_order_with_computed_scores(tiny_llama_dir, tiny_t
     printed = capfd.readouterr().out
     assert "techniques on: order SAW(K=3,L=2,rho=0.075)+JIT(8) by 'score'" in printed
     assert (out_dir / "model.safetensors").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_hff_sft_trains_with_the_memft_loss(tiny_llama_dir, tiny_text_file, tmp_path, capfd):
+    """``--hff_memft ot`` builds SFTTrainer with the MemFT mixin; its statistics reach the logs."""
+    out_dir = tmp_path / "run"
+    code = main(
+        [
+            "--model_name_or_path", str(tiny_llama_dir),
+            "--dataset_name", str(tiny_text_file),
+            "--output_dir", str(out_dir),
+            "--max_steps", "3", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
+            "--use_cpu", "--bf16", "false", "--max_length", "64", "--save_strategy", "no", "--logging_steps", "1",
+            "--use_peft", "--lora_r", "4", "--lora_target_modules", "all-linear",
+            "--hff_memft", "ot", "--memft_threshold", "0.5",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capfd.readouterr().out
+    assert "techniques on: memft ot (p > 0.5)" in printed
+    assert "memft_active_ratio" in printed and "memft_coverage" in printed

@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_fundamentals.integrations.cli.order",
         "compare training orders (STR/SAW, ...) of a dataset: guideline metrics, plot, ordered copy",
     ),
+    "lora-capacity": (
+        "hf_fundamentals.integrations.cli.lora_capacity",
+        "fit the LoRA memory law to a rank x length sweep and plan the rank for N tokens",
+    ),
     "corpora": (
         "hf_fundamentals.integrations.cli.corpora",
         "list, install and sample the offline text corpora",
