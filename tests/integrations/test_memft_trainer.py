@@ -189,3 +189,16 @@ def test_phonebook_toy_ot_reaches_exact_recall(tmp_path):
         assert fid.exact_match == 1.0 and fid.exact_match_decoded == 1.0, mode
     ot_log = [h for h in results["ot"][1] if "memft_active_ratio" in h]
     assert ot_log[0]["memft_active_ratio"] > 0.5 and ot_log[-1]["memft_active_ratio"] < 0.05
+
+
+def test_single_mlp_placement_wraps_one_module():
+    from peft import get_peft_model
+
+    from hf_fundamentals.integrations.transformers.memft import single_mlp_lora_config
+
+    model = tiny_model()
+    peft_model = get_peft_model(model, single_mlp_lora_config(model, r=2))
+    wrapped = [n for n, _ in peft_model.named_modules() if n.endswith("lora_A")]
+    assert len(wrapped) == 1 and "layers.1.mlp.down_proj" in wrapped[0]
+    with pytest.raises(ValueError, match="outside the model's 0..1"):
+        single_mlp_lora_config(tiny_model(), r=2, layer=5)
