@@ -113,7 +113,15 @@ def main() -> None:
     parser.add_argument("--items", type=int, nargs="+", default=[8, 24])
     parser.add_argument("--modes", nargs="+", default=["sft", "ot"])
     parser.add_argument("--steps", type=int, default=240)
+    parser.add_argument("--summarize", action="store_true", help="only refit and summarize the stored sweep")
     args = parser.parse_args()
+    if args.summarize:
+        from hf_fundamentals.memorization import fit_memory_law, tokens_per_rank
+
+        sweep = json.loads(RESULTS.read_text())["sweep"]
+        _save(sweep, args, json.loads(RESULTS.read_text()).get("seconds_this_run", 0.0), final=True,
+              fit=fit_memory_law, per_rank=tokens_per_rank)  # fmt: skip
+        return
 
     from hf_fundamentals.integrations.hub import load_model
     from hf_fundamentals.memorization import fidelity, fit_memory_law, tokens_per_rank
@@ -151,16 +159,27 @@ def _save(sweep, args, seconds, final=False, fit=None, per_rank=None) -> None:
     data["sweep"] = sweep
     data["machine"] = machine()
     data["model"] = f"SmolLM2-135M-Instruct (embedded), LoRA on layers.{LAYER}.mlp.down_proj, alpha = r"
-    data["grid"] = {"ranks": args.ranks, "items": args.items, "modes": args.modes, "steps": args.steps,
-                    "batch": 8, "lr": 1e-2}  # fmt: skip
+    data["grid"] = {
+        "ranks": sorted({r["rank"] for r in sweep}), "items": sorted({r["items"] for r in sweep}),
+        "lengths": sorted({r["length"] for r in sweep}), "modes": sorted({r["mode"] for r in sweep}),
+        "steps": sorted({r["steps"] for r in sweep}), "batch": 8, "lr": 1e-2,
+    }  # fmt: skip
     data["seconds_this_run"] = seconds
+    data["seconds_all_runs"] = float(sum(r["seconds"] for r in sweep))
     if final and fit is not None:
         steps = args.steps
         rows = [r for r in sweep if r["steps"] == steps]
         by_mode: dict[str, list[float]] = {}
+        # compare modes only on the (rank, items) cells every mode ran
+        cells = {
+            m: {(r["rank"], r["items"]) for r in rows if r["mode"] == m} for m in {r["mode"] for r in rows}
+        }
+        shared = set.intersection(*cells.values()) if cells else set()
         for r in rows:
-            by_mode.setdefault(r["mode"], []).append(r["exact_match"])
+            if (r["rank"], r["items"]) in shared:
+                by_mode.setdefault(r["mode"], []).append(r["exact_match"])
         data["exact_match_equal_steps"] = {m: float(np.mean(v)) for m, v in by_mode.items()}
+        data["compared_cells"] = sorted(shared)
         data["exact_match_equal_flops"] = dict(data["exact_match_equal_steps"])  # same tokens per step
         data["equal_flops_note"] = "sft, ot and ot_zero_bp run the same forward/backward tokens per step"
         sft = [r for r in rows if r["mode"] == "sft"]
