@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from report import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "memft.json"
 FIRST = ["Ada", "Bram", "Cleo", "Dara", "Emil", "Fay", "Gus", "Hana", "Ivo", "Juno", "Kai", "Lena", "Milo", "Nora",
@@ -34,11 +32,6 @@ FIRST = ["Ada", "Bram", "Cleo", "Dara", "Emil", "Fay", "Gus", "Hana", "Ivo", "Ju
 LAST = ["Moreno", "Okafor", "Lindqvist", "Haddad", "Novak", "Tanaka", "Ferreira", "Kowalski", "Byrne", "Abbasi",
         "Dubois", "Ivanova", "Mensah", "Rossi", "Schmidt", "Yilmaz", "Nakamura", "Oliveira", "Petrov", "Quint"]  # fmt: skip
 LAYER = 20
-
-
-def machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}  # fmt: skip
 
 
 def phonebook(n: int, tokenizer, seed: int = 0) -> list[tuple[list[int], list[int]]]:

@@ -34,13 +34,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from report import machine, table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "muon.json"
 PLOT = Path(__file__).resolve().parent / "results" / "muon_curves.png"
@@ -52,17 +52,6 @@ EVAL_EVERY = 25
 EVAL_SEQS = 48
 WARMUP = 20
 WD = 0.1
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def save(section: str, payload: dict[str, Any]) -> None:
@@ -85,14 +74,6 @@ def save(section: str, payload: dict[str, Any]) -> None:
         data["step_time_ratio_vs_adamw"] = data["cost"]["ratio_vs_adamw"]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=1))
-
-
-def table(rows: list[list[Any]], header: list[str]) -> str:
-    cells = [header] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------- parity

@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from report import machine, table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ordering.json"
 PLOT = Path(__file__).resolve().parent / "results" / "ordering_orders.png"
@@ -49,18 +48,6 @@ GRADES = (0.0, 0.0, 0.03, 0.08, 0.15, 0.30)
 METHODS = ("random", "sorting", "folding", "zigzag", "stair", "saw")
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def save(section: str, payload: dict[str, Any]) -> None:
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data[section] = payload
@@ -74,14 +61,6 @@ def save(section: str, payload: dict[str, Any]) -> None:
             data[key] = train[key]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=1))
-
-
-def table(rows: list[list[Any]], header: list[str]) -> str:
-    cells = [header] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ speed

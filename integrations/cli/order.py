@@ -40,22 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_split(name: str, split: str):
-    """A local file by extension (offline), else ``load_dataset(name)``."""
-    from pathlib import Path
-
+    """A local file by extension (offline), else ``load_dataset(name, split=split)``."""
     from datasets import load_dataset
 
-    from hf_fundamentals.integrations.cli.sft import _LOCAL_FORMATS
+    from hf_fundamentals.integrations.cli.sft import load_local_file
 
-    path = Path(name)
-    if path.is_file():
-        builder = _LOCAL_FORMATS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(
-                f"{name!r}: unknown data file suffix; accepted: {', '.join(sorted(_LOCAL_FORMATS))}"
-            )
-        return load_dataset(builder, data_files=str(path), split=split)
-    return load_dataset(name, split=split)
+    local = load_local_file(name, split=split)
+    return local if local is not None else load_dataset(name, split=split)
 
 
 def main(argv: list[str] | None = None) -> int:

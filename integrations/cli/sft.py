@@ -25,6 +25,22 @@ def make_parser(prog: str = "hff sft"):
     return TrlParser((ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig, HffArguments), prog=prog)
 
 
+def load_local_file(name: str, split: str | None = None):
+    """``load_dataset`` for a local data file by its suffix (offline); None when ``name`` is not a file."""
+    from datasets import load_dataset
+
+    path = Path(name)
+    if not path.is_file():
+        return None
+    builder = _LOCAL_FORMATS.get(path.suffix.lower())
+    if builder is None:
+        raise ValueError(
+            f"--dataset_name {name!r} is a file with suffix {path.suffix!r}; accepted local files: "
+            f"{', '.join(sorted(_LOCAL_FORMATS))} (or pass a folder or Hub id)"
+        )
+    return load_dataset(builder, data_files=str(path), split=split)
+
+
 def load_sft_dataset(script_args, dataset_args):
     """TRL's dataset resolution, plus local files by extension (no network needed for local data)."""
     from datasets import load_dataset
@@ -37,15 +53,9 @@ def load_sft_dataset(script_args, dataset_args):
         raise ValueError(
             "Pass --dataset_name (a Hub dataset id, a local folder or a data file) or --datasets."
         )
-    path = Path(name)
-    if path.is_file():
-        builder = _LOCAL_FORMATS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(
-                f"--dataset_name {name!r} is a file with suffix {path.suffix!r}; accepted local files: "
-                f"{', '.join(sorted(_LOCAL_FORMATS))} (or pass a folder or Hub id)"
-            )
-        return load_dataset(builder, data_files=str(path))
+    local = load_local_file(name)
+    if local is not None:
+        return local
     return load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
 
 
