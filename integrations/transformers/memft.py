@@ -13,6 +13,7 @@ restored on resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -201,7 +202,9 @@ class MemFTTrainerMixin:
             for p in params:
                 p.grad.zero_()
             for i, stored in enumerate(win.stored):
-                context = self.accelerator.no_sync(model) if i < len(win.stored) - 1 else _null()
+                context = (
+                    self.accelerator.no_sync(model) if i < len(win.stored) - 1 else contextlib.nullcontext()
+                )
                 with context, self.compute_loss_context_manager():
                     stored_labels = stored.pop("labels")
                     losses, _mask, _ = token_losses(model(**stored).logits, stored_labels)
@@ -269,14 +272,6 @@ class MemFTTrainerMixin:
             with open(os.path.join(checkpoint, STATE_FILE)) as fh:
                 self.load_memft_state_dict(json.load(fh))
         return super().train(resume_from_checkpoint, *args, **kwargs)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _MemFTStateCallback(TrainerCallback):
