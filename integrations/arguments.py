@@ -163,7 +163,8 @@ class HffArguments:
             "help": "MemFT loss for memorizing fine-tunes (arXiv 2605.30260): 'ot' (loss only on target tokens "
             "with p < threshold; plain mean when none), 'ot_zero_bp' (no gradient when none), 'sw_sliding' "
             "(long passages: window from the first wrong token), 'sw_curriculum' (growing item prefix; needs "
-            "--memft_curriculum_epochs); 'none': the usual loss."
+            "--memft_curriculum_epochs); 'sft' (the plain loss through the MemFT trainer: its logging and "
+            "--memft_retire_after); 'none': the usual loss."
         },
     )
     memft_threshold: float = field(
@@ -187,6 +188,20 @@ class HffArguments:
     )
     memft_curriculum_epochs: int | None = field(
         default=None, metadata={"help": "sw_curriculum: number of curriculum epochs (sets the step count)."}
+    )
+    memft_retire_after: int = field(
+        default=0,
+        metadata={
+            "help": "Retire-when-learned: stop sampling an item once all its target tokens were above the "
+            "threshold (hysteresis_high if set) at this many visits in a row; later epochs get shorter and "
+            "training stops when every item is retired (0 = off)."
+        },
+    )
+    memft_retire_recheck: bool = field(
+        default=True,
+        metadata={
+            "help": "Recheck retired items by a forward pass at epoch starts; re-admit forgotten ones."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -213,10 +228,8 @@ class HffArguments:
             raise ValueError(f"--order_scorer {self.order_scorer!r}; accepted: none, perplexity, compression")
         from hf_fundamentals.memorization import MODES as MEMFT_MODES
 
-        if self.hff_memft not in ("none", *[m for m in MEMFT_MODES if m != "sft"]):
-            raise ValueError(
-                f"--hff_memft {self.hff_memft!r}; accepted: none, {', '.join(m for m in MEMFT_MODES if m != 'sft')}"
-            )
+        if self.hff_memft not in ("none", *MEMFT_MODES):
+            raise ValueError(f"--hff_memft {self.hff_memft!r}; accepted: none, {', '.join(MEMFT_MODES)}")
         if self.hff_memft == "none":
             changed = [
                 f.name
@@ -232,6 +245,11 @@ class HffArguments:
             self.memft_config()
             if self.hff_memft == "sw_curriculum" and not self.memft_curriculum_epochs:
                 raise ValueError("--hff_memft sw_curriculum needs --memft_curriculum_epochs")
+            if self.memft_retire_after and self.hff_order != "none":
+                raise ValueError(
+                    "--memft_retire_after samples the remaining items in its own shuffled order; it cannot keep "
+                    f"the --hff_order {self.hff_order} order (drop one of them)"
+                )
         if self.hff_order == "none":
             changed = [
                 f.name
@@ -294,6 +312,8 @@ class HffArguments:
             position_decay_lambda=self.memft_position_decay_lambda,
             hysteresis_high=self.memft_hysteresis_high,
             skip_empty_steps=self.memft_skip_empty_steps,
+            retire_after=self.memft_retire_after,
+            retire_recheck=self.memft_retire_recheck,
         )
 
     def enabled_techniques(self) -> list[str]:
@@ -302,7 +322,10 @@ class HffArguments:
         if self.hff_optimizer == "muon":
             on.append(f"muon ({self.muon_mode}, {self.muon_ns_method}, adjust_lr={self.muon_adjust_lr})")
         if self.hff_memft != "none":
-            on.append(f"memft {self.hff_memft} (p > {self.memft_threshold:g})")
+            retire = (
+                f", retire after {self.memft_retire_after} learned visits" if self.memft_retire_after else ""
+            )
+            on.append(f"memft {self.hff_memft} (p > {self.memft_threshold:g}{retire})")
         if self.hff_order != "none":
             on.append(f"order {self.order_spec().label()} by {self.order_score!r}")
         return on

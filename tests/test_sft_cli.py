@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import TINY_TEXTS
 
 from hf_fundamentals.integrations.cli.sft import main
 
@@ -89,21 +90,34 @@ def test_hff_sft_trains_in_saw_order_with_computed_scores(tiny_llama_dir, tiny_t
 
 
 @pytest.mark.slow
-def test_hff_sft_trains_with_the_memft_loss(tiny_llama_dir, tiny_text_file, tmp_path, capfd):
-    """``--hff_memft ot`` builds SFTTrainer with the MemFT mixin; its statistics reach the logs."""
+@pytest.mark.parametrize("retire", [False, True])
+def test_hff_sft_trains_with_the_memft_loss(retire, tiny_llama_dir, tiny_text_file, tmp_path, capfd):
+    """``--hff_memft ot`` builds SFTTrainer with the MemFT mixin; its statistics reach the logs. With
+    ``--memft_retire_after`` item ids get through SFTTrainer's dataset preparation and collator: at a 1e-9
+    threshold every row counts as learned at its first visit, so training stops once all are retired."""
     out_dir = tmp_path / "run"
+    memft = ["--hff_memft", "ot", "--memft_threshold", "0.5", "--max_steps", "3"]
+    if retire:
+        memft = ["--hff_memft", "sft", "--memft_threshold", "1e-9", "--memft_retire_after", "1",
+                 "--max_steps", "-1", "--num_train_epochs", "3"]  # fmt: skip
     code = main(
         [
             "--model_name_or_path", str(tiny_llama_dir),
             "--dataset_name", str(tiny_text_file),
             "--output_dir", str(out_dir),
-            "--max_steps", "3", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
+            "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
             "--use_cpu", "--bf16", "false", "--max_length", "64", "--save_strategy", "no", "--logging_steps", "1",
-            "--use_peft", "--lora_r", "4", "--lora_target_modules", "all-linear",
-            "--hff_memft", "ot", "--memft_threshold", "0.5",
+            "--use_peft", "--lora_r", "4", "--lora_target_modules", "all-linear", *memft,
         ]
     )  # fmt: skip
     assert code == 0
     printed = capfd.readouterr().out
-    assert "techniques on: memft ot (p > 0.5)" in printed
     assert "memft_active_ratio" in printed and "memft_coverage" in printed
+    if not retire:
+        assert "techniques on: memft ot (p > 0.5)" in printed
+        return
+    assert "retire after 1 learned visits" in printed
+    logged = [line for line in printed.splitlines() if "'memft_retired'" in line]
+    steps_per_epoch = len(TINY_TEXTS) // 8
+    assert len(logged) == steps_per_epoch  # one log per step: it stopped after the first of 3 epochs
+    assert f"'memft_retired': {len(TINY_TEXTS)}" in logged[-1]

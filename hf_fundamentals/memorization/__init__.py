@@ -23,12 +23,14 @@ from hf_fundamentals.memorization.memory_law import (
     plan_rank,
     tokens_per_rank,
 )
+from hf_fundamentals.memorization.retire import RetireBook
 
 __all__ = [
     "MODES",
     "Fidelity",
     "MemFTConfig",
     "MemoryLawFit",
+    "RetireBook",
     "SlidingState",
     "batch_stats",
     "curriculum_active_samples",

@@ -49,6 +49,7 @@ class MemFTConfig:
     skip_empty_steps: bool = False
     hysteresis_high: float | None = None
     retire_after: int = 0
+    retire_recheck: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,11 +65,21 @@ class MemFTConfig:
             raise ValueError("curriculum_ratios and curriculum_epoch_boundaries must have the same length")
         if self.retire_after < 0:
             raise ValueError(f"retire_after counts visits (0 = off); got {self.retire_after}")
+        if self.retire_after and self.mode == "sw_curriculum":
+            raise ValueError(
+                "retire_after does not combine with sw_curriculum (both decide which items are sampled)"
+            )
 
     @property
     def loss_threshold(self) -> float:
         """-ln(threshold): a token is learned when its loss is at or below this."""
         return -math.log(self.threshold)
+
+    @property
+    def learned_loss_threshold(self) -> float:
+        """The loss at or below which a token counts as learned for retiring an item: -ln(hysteresis_high)
+        when hysteresis is on (an item retires only once clear of the band), else -ln(threshold)."""
+        return -math.log(self.hysteresis_high if self.hysteresis_high is not None else self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,11 +1,13 @@
 """Worker for the two-process MemFT test: 2 ranks x batch 2 must equal 1 process x batch 4.
 
 ``python -m torch.distributed.run --standalone --nproc_per_node 2 memft_dist_worker.py MODE OUT`` writes the
-trained weights of rank r to ``OUT.rank<r>.pt``; ``reference(mode)`` trains the single-process run.
+trained weights of rank r to ``OUT.rank<r>.pt`` (and, for ``retire``, its retire book to
+``OUT.rank<r>.json``); ``reference(mode)`` trains the single-process run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -41,24 +43,37 @@ def train(mode: str, out_dir: str, per_device: int, backend: str | None = None):
     from hf_fundamentals.integrations.transformers.memft import memft_trainer_class
     from hf_fundamentals.memorization import MemFTConfig
 
+    # retire: SFT loss, an item leaves sampling after one visit with every token above 0.05; 8 epochs
+    retire = mode == "retire"
+    config = (
+        MemFTConfig("sft", threshold=0.05, retire_after=1)
+        if retire
+        else MemFTConfig(mode, threshold=1 / VOCAB)
+    )
     args = TrainingArguments(
-        output_dir=out_dir, max_steps=STEPS, per_device_train_batch_size=per_device, learning_rate=0.05,
-        optim="sgd", report_to=[], use_cpu=True, save_strategy="no", seed=3, lr_scheduler_type="constant",
-        train_sampling_strategy="sequential", max_grad_norm=0.0, ddp_backend=backend, disable_tqdm=True,
+        output_dir=out_dir, max_steps=-1 if retire else STEPS, num_train_epochs=8, learning_rate=0.05,
+        per_device_train_batch_size=per_device, optim="sgd", report_to=[], use_cpu=True, save_strategy="no",
+        seed=3, lr_scheduler_type="constant", train_sampling_strategy="sequential", max_grad_norm=0.0,
+        ddp_backend=backend, disable_tqdm=True,
     )  # fmt: skip
     trainer = memft_trainer_class(Trainer)(model=model(), args=args, train_dataset=dataset(),
-                                           data_collator=default_data_collator,
-                                           memft=MemFTConfig(mode, threshold=1 / VOCAB))  # fmt: skip
+                                           data_collator=default_data_collator, memft=config)  # fmt: skip
     trainer.train()
     return trainer
 
 
-def reference(mode: str, out_dir: str) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in train(mode, out_dir, per_device=4).model.state_dict().items()}
+def reference(mode: str, out_dir: str) -> tuple[dict[str, torch.Tensor], dict | None]:
+    trainer = train(mode, out_dir, per_device=4)
+    book = trainer._memft_book.state_dict() if trainer._memft_book is not None else None
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, book
 
 
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     trainer = train(mode, os.path.dirname(out), per_device=2, backend="gloo")
     assert trainer.accelerator.num_processes == 2
-    torch.save(trainer.model.state_dict(), f"{out}.rank{trainer.accelerator.process_index}.pt")
+    rank = trainer.accelerator.process_index
+    torch.save(trainer.model.state_dict(), f"{out}.rank{rank}.pt")
+    if trainer._memft_book is not None:
+        with open(f"{out}.rank{rank}.json", "w") as fh:
+            json.dump(trainer._memft_book.state_dict(), fh)

@@ -1,5 +1,5 @@
 """MemFT through a real Trainer on a tiny Llama: accumulation equivalence, fallbacks, skipping, curriculum
-step counts, hysteresis, resume equality, flags, and an end-to-end PhoneBook toy where OT >= SFT."""
+step counts, hysteresis, retire-when-learned, resume equality, flags, and an end-to-end PhoneBook toy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datasets import Dataset
 from hf_fundamentals.integrations.arguments import HffArguments
 from hf_fundamentals.integrations.transformers.memft import ITEM_ID, memft_collator, memft_trainer_class
 from hf_fundamentals.integrations.transformers.trainer import trainer_extras
-from hf_fundamentals.memorization import MemFTConfig, curriculum_total_steps, fidelity
+from hf_fundamentals.memorization import MemFTConfig, curriculum_total_steps, fidelity, token_losses
 
 PROMPT, ANSWER, VOCAB = 3, 6, 48
 SPLIT = 1 / VOCAB  # at init target probabilities scatter around 1/48: about half the tokens count as learned
@@ -134,8 +134,78 @@ def test_hysteresis_tracks_items(tmp_path):
     t.train()
     assert sorted(t._memft_active) == list(range(8))
     assert all(len(v) == ANSWER for v in t._memft_active.values())
-    with pytest.raises(ValueError, match="memft_item_id"):
-        trainer(tmp_path / "x", ds, MemFTConfig("ot", hysteresis_high=0.6)).train()
+    # without the id column or the collator wrapper, the trainer adds both
+    plain = trainer(tmp_path / "x", ds.remove_columns(ITEM_ID), MemFTConfig("ot", hysteresis_high=0.6),
+                    remove_unused_columns=True)  # fmt: skip
+    plain.train()
+    assert sorted(plain._memft_active) == list(range(8))
+
+
+def retire_trainer(out, ds, cfg, **kw):
+    settings = dict(model=tiny_model(0, width=64), max_steps=-1, num_train_epochs=60, per_device_train_batch_size=4,
+                    optim="adamw_torch", learning_rate=3e-3, logging_steps=10)  # fmt: skip
+    return trainer(out, ds, cfg, **{**settings, **kw})
+
+
+def test_retire_never_drops_an_item_below_threshold_and_stops_once_all_are_learned(tmp_path):
+    ds = phonebook(16)
+    cfg = MemFTConfig("sft", retire_after=2)
+    t = retire_trainer(tmp_path, ds, cfg)
+    book, decide, retired = t._memft_book, t._memft_book.visit_all, set()
+
+    def checked_visit_all(visits):
+        now = decide(visits)
+        if now:  # still the weights that produced these visits' losses (the optimizer step comes after)
+            rows = torch.tensor([ds[i]["input_ids"] for i in now])
+            labels = torch.tensor([ds[i]["labels"] for i in now])
+            with torch.no_grad():
+                losses, mask, _ = token_losses(t.model(input_ids=rows).logits, labels)
+            assert (losses[mask] <= cfg.learned_loss_threshold + 1e-5).all(), now
+            retired.update(now)
+        return now
+
+    book.visit_all = checked_visit_all
+    t.train()
+    full_run = 60 * 16 // 4
+    assert retired == set(range(16)) and book.all_retired
+    assert t.state.global_step < 0.75 * full_run  # later epochs got shorter, and training stopped early
+    fid = fidelity(t.model, items_of(ds), pad_id=0)
+    assert fid.coverage == 1.0 and fid.exact_match == 1.0  # the final recheck ran on the final weights
+    counts = t.memft_counts()
+    assert counts["retired"] == 16 and 0 < counts["recheck_tokens"] < counts["train_tokens"]
+    assert t.state.log_history[-2]["memft_retired"] >= 1
+    with torch.no_grad():  # forgetting brings items back into sampling
+        for p in t.model.parameters():
+            p.add_(torch.randn_like(p))
+    assert t._memft_recheck_retired() == list(range(16)) and not book.retired
+
+
+def test_retire_resume_equals_an_uninterrupted_run(tmp_path):
+    import json
+
+    ds = phonebook(16)
+    cfg = MemFTConfig("sft", retire_after=1)
+    kw = dict(num_train_epochs=30, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+              save_strategy="steps", save_steps=5)  # fmt: skip
+    full = retire_trainer(tmp_path / "full", ds, cfg, **kw)
+    full.train()
+    middle = (
+        None  # inside an epoch, some items retired, after shortened epochs (so global_step // 4 is wrong)
+    )
+    for folder in sorted((tmp_path / "full").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+        book = json.loads((folder / "memft_state.json").read_text())["retire"]
+        step = int(folder.name.split("-")[1])
+        if (0 < len(book["retired"]) < 16 and 0 < book["steps_in_epoch"] < len(book["plan"]) // 4
+                and step != 4 * book["epoch"] + book["steps_in_epoch"]):  # fmt: skip
+            middle = folder
+            break
+    assert middle is not None
+    resumed = retire_trainer(tmp_path / "full", ds, cfg, **kw)
+    resumed.train(resume_from_checkpoint=str(middle))
+    assert resumed._memft_book.state_dict() == full._memft_book.state_dict()
+    assert resumed.state.global_step == full.state.global_step
+    for name, value in params(full).items():
+        torch.testing.assert_close(params(resumed)[name], value, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
@@ -167,6 +237,12 @@ def test_flags_build_the_trainer_class_and_refuse_apply(tmp_path):
         HffArguments(hff_memft="sw_curriculum")
     with pytest.raises(ValueError, match="--hff_memft 'fast'"):
         HffArguments(hff_memft="fast")
+    retire = HffArguments(hff_memft="sft", memft_retire_after=2, memft_retire_recheck=False).memft_config()
+    assert (retire.mode, retire.retire_after, retire.retire_recheck) == ("sft", 2, False)
+    with pytest.raises(ValueError, match="own shuffled order"):
+        HffArguments(hff_memft="ot", memft_retire_after=2, hff_order="saw", order_score="score")
+    with pytest.raises(ValueError, match="--memft_retire_after set but --hff_memft is 'none'"):
+        HffArguments(memft_retire_after=2)
 
 
 @pytest.mark.slow
