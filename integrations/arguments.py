@@ -204,6 +204,26 @@ class HffArguments:
         },
     )
 
+    hff_awd: str = field(
+        default="none",
+        metadata={
+            "help": "Anchored weight decay (arXiv 2605.30148): after each optimizer step pull the trained weights "
+            "toward their start, 'l2' (theta0 + (1 - lr*lambda)(theta - theta0)) or 'l1' (soft threshold); 'none'."
+        },
+    )
+    awd_lambda: float = field(
+        default=10.0,
+        metadata={
+            "help": "AWD lambda; the shrink per step is lr*lambda (10 is the paper's for ES at alpha 5e-4)."
+        },
+    )
+    awd_include: str | None = field(
+        default=None, metadata={"help": "AWD: regex of parameter names to anchor."}
+    )
+    awd_exclude: str | None = field(
+        default=None, metadata={"help": "AWD: regex of parameter names to leave."}
+    )
+
     def __post_init__(self) -> None:
         if self.hff_cache_dir:
             os.environ["HFF_CACHE"] = os.path.abspath(os.path.expanduser(self.hff_cache_dir))
@@ -249,6 +269,18 @@ class HffArguments:
                 raise ValueError(
                     "--memft_retire_after samples the remaining items in its own shuffled order; it cannot keep "
                     f"the --hff_order {self.hff_order} order (drop one of them)"
+                )
+        if self.hff_awd not in ("none", "l2", "l1"):
+            raise ValueError(f"--hff_awd {self.hff_awd!r}; accepted: none, l2, l1")
+        if self.hff_awd == "none":
+            changed = [
+                f.name
+                for f in fields(self)
+                if f.name.startswith("awd_") and getattr(self, f.name) != f.default
+            ]
+            if changed:
+                raise ValueError(
+                    f"{', '.join('--' + n for n in changed)} set but --hff_awd is 'none'; add --hff_awd l2 (or l1)"
                 )
         if self.hff_order == "none":
             changed = [
@@ -326,6 +358,8 @@ class HffArguments:
                 f", retire after {self.memft_retire_after} learned visits" if self.memft_retire_after else ""
             )
             on.append(f"memft {self.hff_memft} (p > {self.memft_threshold:g}{retire})")
+        if self.hff_awd != "none":
+            on.append(f"anchored weight decay {self.hff_awd} (lambda {self.awd_lambda:g})")
         if self.hff_order != "none":
             on.append(f"order {self.order_spec().label()} by {self.order_score!r}")
         return on

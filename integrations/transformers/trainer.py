@@ -107,6 +107,17 @@ def trainer_extras(hff_args: HffArguments, training_args: Any = None, model: Any
         if training_args is not None:
             preserve_order(training_args, allow_shuffle=hff_args.order_allow_shuffle)
         extras.callbacks.append(OrderGuardCallback(allow_shuffle=hff_args.order_allow_shuffle))
+    if hff_args.hff_awd != "none":
+        from hf_fundamentals.integrations.transformers.awd import AnchoredWeightDecayCallback
+
+        extras.callbacks.append(
+            AnchoredWeightDecayCallback(
+                lam=hff_args.awd_lambda,
+                kind=hff_args.hff_awd,
+                include=hff_args.awd_include,
+                exclude=hff_args.awd_exclude,
+            )  # fmt: skip
+        )
     if hff_args.hff_optimizer == "muon":
         if training_args is None:
             raise ValueError(
