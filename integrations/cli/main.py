@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_fundamentals.integrations.cli.sft",
         "TRL's `trl sft` with hf_fundamentals' flags (HffArguments)",
     ),
+    "es": (
+        "hf_fundamentals.integrations.cli.es",
+        "Evolution Strategies fine-tuning (ESTrainer) with named or user rewards, AWD, drift monitor",
+    ),
     "muon": (
         "hf_fundamentals.integrations.cli.muon",
         "show where --hff_optimizer muon sends each parameter of a model (routing table)",
