@@ -72,3 +72,7 @@ if __name__ == "__main__":
     trainer = train(os.path.dirname(out), backend="gloo")
     assert trainer.accelerator.num_processes == 2
     torch.save(trainer.model.state_dict(), f"{out}.rank{trainer.accelerator.process_index}.pt")
+    # leave the process group before exit: gloo torn down by interpreter exit can abort a rank
+    # ("terminate called without an active exception") after the work is done
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()

@@ -77,3 +77,7 @@ if __name__ == "__main__":
     if trainer._memft_book is not None:
         with open(f"{out}.rank{rank}.json", "w") as fh:
             json.dump(trainer._memft_book.state_dict(), fh)
+    # leave the process group before exit: gloo torn down by interpreter exit can abort a rank
+    # ("terminate called without an active exception") after the work is done
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()

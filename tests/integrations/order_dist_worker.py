@@ -96,3 +96,7 @@ def main(mode: str, out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
+    # leave the process group before exit: gloo torn down by interpreter exit can abort a rank
+    # ("terminate called without an active exception") after the work is done
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
