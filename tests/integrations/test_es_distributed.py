@@ -4,13 +4,12 @@ are all-reduced, and both processes end with exactly the weights of one process 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import es_dist_worker as worker
 import pytest
 import torch
+from conftest import run_two_processes
 
 WORKER = Path(__file__).with_name("es_dist_worker.py")
 
@@ -19,9 +18,7 @@ WORKER = Path(__file__).with_name("es_dist_worker.py")
 def test_two_processes_equal_one(tmp_path):
     out = tmp_path / "run" / "weights"
     out.parent.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(WORKER.parent))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run([*cmd, str(WORKER), str(out)], env=env, capture_output=True, text=True, timeout=300)
+    proc = run_two_processes(WORKER, out)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ref = {k: v.detach().clone() for k, v in worker.train(str(tmp_path / "ref")).model.state_dict().items()}
     start = worker.model().state_dict()

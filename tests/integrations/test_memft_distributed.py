@@ -4,14 +4,12 @@ retire-when-learned both processes hold the same retire book as the single proce
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import memft_dist_worker as worker
 import pytest
 import torch
+from conftest import run_two_processes
 
 WORKER = Path(__file__).with_name("memft_dist_worker.py")
 
@@ -20,10 +18,7 @@ WORKER = Path(__file__).with_name("memft_dist_worker.py")
 @pytest.mark.parametrize("mode", ["ot", "sw_sliding", "retire"])
 def test_two_processes_equal_one(mode, tmp_path):
     out = tmp_path / "weights"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(WORKER.parent))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run([*cmd, str(WORKER), mode, str(out)], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = run_two_processes(WORKER, mode, out)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ref, book = worker.reference(mode, str(tmp_path / "ref"))
     start = worker.model().state_dict()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import order_dist_worker as worker
 import pytest
+from conftest import run_two_processes
 
 from hf_fundamentals.ordering import order_indices
 
@@ -26,10 +24,7 @@ WORKER = Path(__file__).with_name("order_dist_worker.py")
 )
 def test_two_ranks_with_accumulation_consume_the_order_slice_per_step(mode, order, tmp_path):
     out = tmp_path / "seen"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(WORKER.parent))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run([*cmd, str(WORKER), mode, str(out)], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = run_two_processes(WORKER, mode, out)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(2)]
     want = order()

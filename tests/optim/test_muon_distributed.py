@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import muon_dist_worker as worker
 import pytest
 import torch
+from conftest import run_two_processes
 
 WORKER = Path(__file__).with_name("muon_dist_worker.py")
 
 
 def _launch(mode: str, tmp_path: Path) -> list[dict[str, torch.Tensor]]:
     out = tmp_path / f"{mode}.pt"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(WORKER.parent))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run(
-        [*cmd, str(WORKER), mode, str(out)], env=env, capture_output=True, text=True, timeout=240
-    )
+    proc = run_two_processes(WORKER, mode, out, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(out)
 
