@@ -224,22 +224,25 @@ class HffArguments:
         default=None, metadata={"help": "AWD: regex of parameter names to leave."}
     )
 
+    def _refuse_orphan_flags(self, prefix: str, why: str) -> None:
+        """Fail when flags named ``prefix*`` differ from their defaults while their switch is off (``why``)."""
+        changed = [
+            f.name for f in fields(self) if f.name.startswith(prefix) and getattr(self, f.name) != f.default
+        ]
+        if changed:
+            raise ValueError(f"{', '.join('--' + n for n in changed)} {why}")
+
     def __post_init__(self) -> None:
         if self.hff_cache_dir:
             os.environ["HFF_CACHE"] = os.path.abspath(os.path.expanduser(self.hff_cache_dir))
         if self.hff_optimizer not in ("none", "muon"):
             raise ValueError(f"--hff_optimizer {self.hff_optimizer!r}; accepted: none, muon")
         if self.hff_optimizer != "muon":
-            changed = [
-                f.name
-                for f in fields(self)
-                if f.name.startswith("muon_") and getattr(self, f.name) != f.default
-            ]
-            if changed:
-                raise ValueError(
-                    f"{', '.join('--' + n for n in changed)} set but --hff_optimizer is "
-                    f"{self.hff_optimizer!r}; add --hff_optimizer muon (or drop the Muon flags)"
-                )
+            self._refuse_orphan_flags(
+                "muon_",
+                f"set but --hff_optimizer is "
+                f"{self.hff_optimizer!r}; add --hff_optimizer muon (or drop the Muon flags)",
+            )
         from hf_fundamentals.ordering import METHODS
 
         if self.hff_order not in ("none", *METHODS):
@@ -251,16 +254,11 @@ class HffArguments:
         if self.hff_memft not in ("none", *MEMFT_MODES):
             raise ValueError(f"--hff_memft {self.hff_memft!r}; accepted: none, {', '.join(MEMFT_MODES)}")
         if self.hff_memft == "none":
-            changed = [
-                f.name
-                for f in fields(self)
-                if f.name.startswith("memft_") and getattr(self, f.name) != f.default
-            ]
-            if changed:
-                raise ValueError(
-                    f"{', '.join('--' + n for n in changed)} set but --hff_memft is 'none'; add --hff_memft ot "
-                    "(or another mode), or drop the MemFT flags"
-                )
+            self._refuse_orphan_flags(
+                "memft_",
+                "set but --hff_memft is 'none'; add --hff_memft ot "
+                "(or another mode), or drop the MemFT flags",
+            )
         else:
             self.memft_config()
             if self.hff_memft == "sw_curriculum" and not self.memft_curriculum_epochs:
@@ -273,26 +271,13 @@ class HffArguments:
         if self.hff_awd not in ("none", "l2", "l1"):
             raise ValueError(f"--hff_awd {self.hff_awd!r}; accepted: none, l2, l1")
         if self.hff_awd == "none":
-            changed = [
-                f.name
-                for f in fields(self)
-                if f.name.startswith("awd_") and getattr(self, f.name) != f.default
-            ]
-            if changed:
-                raise ValueError(
-                    f"{', '.join('--' + n for n in changed)} set but --hff_awd is 'none'; add --hff_awd l2 (or l1)"
-                )
+            self._refuse_orphan_flags("awd_", "set but --hff_awd is 'none'; add --hff_awd l2 (or l1)")
         if self.hff_order == "none":
-            changed = [
-                f.name
-                for f in fields(self)
-                if f.name.startswith("order_") and getattr(self, f.name) != f.default
-            ]
-            if changed:
-                raise ValueError(
-                    f"{', '.join('--' + n for n in changed)} set but --hff_order is 'none'; add --hff_order "
-                    "saw (or another method), or drop the ordering flags"
-                )
+            self._refuse_orphan_flags(
+                "order_",
+                "set but --hff_order is 'none'; add --hff_order "
+                "saw (or another method), or drop the ordering flags",
+            )
         else:
             self.order_spec()  # validate the knobs now, not after the model has loaded
 
