@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from hf_fundamentals.evolution.drift import sampled_kl_to_base, token_logprobs, weight_drift
+from hf_fundamentals.evolution.drift import kl_to_base, sampled_kl_to_base, token_logprobs, weight_drift
 from hf_fundamentals.integrations.transformers.awd import AnchoredWeightDecayCallback
 
 HISTORY_FILE = "drift_history.json"
@@ -103,7 +103,11 @@ class DriftMonitorCallback(TrainerCallback):
     ``kl_prompts``: prompts whose base continuations (at most ``kl_max_new_tokens``) are generated once, before
     the first step: sampled at T = 1 with no top-k/top-p, seeded by ``kl_seed`` (the paper's setting, under which
     ``log p0 − log pθ`` is an unbiased KL estimate), or greedy with ``kl_do_sample=False`` (deterministic across
-    library versions, but then the estimate is biased and can be negative). ``probes``: name →
+    library versions, but then the estimate is biased and can be negative). The sampled estimate is unbiased
+    but its noise is first order in the drift while KL is second order, so small drifts can read negative;
+    ``kl_estimator="exact"`` instead keeps the base's fp32 log-probs over the whole vocabulary at the continuation
+    positions (positions × vocab × 4 bytes: 16 prompts × 32 tokens × 49k ≈ 100 MB) and reports the exact
+    ``Σ_v p0 (log p0 − log pθ)`` there, token-averaged (the sampled one is kept as ``kl_to_base_sampled``). ``probes``: name →
     ``fn(model, tokenizer) -> float`` prior-task scores; ``target``: the target metric; both higher = better and
     called in eval mode under ``no_grad``. ``anchor``: an :class:`AnchoredWeightDecayCallback` or a name → tensor
     mapping for θ0; by default an AWD callback in the same trainer is reused, else the trainable parameters are
@@ -123,9 +127,12 @@ class DriftMonitorCallback(TrainerCallback):
         kl_do_sample: bool = True,
         kl_seed: int = 0,
         layer_pattern: str | None = None,
+        kl_estimator: str = "sampled",
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"DriftMonitorCallback every must be an int >= 1 (steps); got {every!r}")
+        if kl_estimator not in ("sampled", "exact"):
+            raise ValueError(f"kl_estimator must be 'sampled' or 'exact'; got {kl_estimator!r}")
         if kl_max_new_tokens < 1:
             raise ValueError(f"kl_max_new_tokens must be >= 1; got {kl_max_new_tokens}")
         for name, fn in {**(probes or {}), **({"target": target} if target else {})}.items():
@@ -134,7 +141,7 @@ class DriftMonitorCallback(TrainerCallback):
         self.every, self.target, self.plot_path = every, target, plot_path
         self.kl_prompts, self.probes = list(kl_prompts or []), dict(probes or {})
         self.kl_max_new_tokens, self.kl_do_sample, self.kl_seed = kl_max_new_tokens, kl_do_sample, kl_seed
-        self.layer_pattern = layer_pattern
+        self.layer_pattern, self.kl_estimator = layer_pattern, kl_estimator
         self._anchor_arg = anchor
         self._awd: AnchoredWeightDecayCallback | None = (
             anchor if isinstance(anchor, AnchoredWeightDecayCallback) else None
@@ -219,13 +226,16 @@ class DriftMonitorCallback(TrainerCallback):
         for i, (s, start) in enumerate(zip(seqs, starts, strict=True)):
             ids[i, : s.numel()], attn[i, : s.numel()], cont[i, start : s.numel()] = s, 1, True
         self._kl = {"input_ids": ids, "attention_mask": attn, "mask": cont[:, 1:]}
-        self._kl["base"] = self._logprobs(model)
+        base_logits = self._logits(model)
+        self._kl["base"] = token_logprobs(base_logits, ids[:, 1:]).cpu()
+        if self.kl_estimator == "exact":  # fp32 log-probs at the continuation positions only
+            self._kl["base_full"] = torch.log_softmax(base_logits[self._kl["mask"]].float(), dim=-1).cpu()
 
-    def _logprobs(self, model: Any) -> torch.Tensor:
+    def _logits(self, model: Any) -> torch.Tensor:
+        """Next-token logits ``[B, T-1, V]`` of the cached base continuations (right padded)."""
         device = next(model.parameters()).device
-        ids, attn = self._kl["input_ids"].to(device), self._kl["attention_mask"].to(device)  # right padded
-        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
-        return token_logprobs(logits[:, :-1], ids[:, 1:]).cpu()
+        ids, attn = self._kl["input_ids"].to(device), self._kl["attention_mask"].to(device)
+        return model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]
 
     # -- one check --------------------------------------------------------------------------------------------
     def _check(self, state: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
@@ -250,8 +260,16 @@ class DriftMonitorCallback(TrainerCallback):
                            drift_per_layer=wd.per_layer)  # fmt: skip
                 row["kl_to_base"] = None
                 if self._kl is not None:
-                    current = self._logprobs(model)
-                    row["kl_to_base"] = float(sampled_kl_to_base(self._kl["base"], current, self._kl["mask"]))
+                    logits = self._logits(model)
+                    current = token_logprobs(logits, self._kl["input_ids"][:, 1:].to(logits.device)).cpu()
+                    sampled = float(sampled_kl_to_base(self._kl["base"], current, self._kl["mask"]))
+                    row["kl_to_base"] = sampled
+                    if "base_full" in self._kl:
+                        base = self._kl["base_full"].unsqueeze(0)
+                        now = logits[self._kl["mask"].to(logits.device)].unsqueeze(0)
+                        ones = torch.ones(base.shape[:2], dtype=torch.bool)
+                        row["kl_to_base"] = float(kl_to_base(base, now.to(base.device), ones))
+                        row["kl_to_base_sampled"] = sampled
                 scores = {name: float(fn(model, tokenizer)) for name, fn in self.probes.items()}
                 row.update({f"probe/{name}": v for name, v in scores.items()})
                 row["target"] = float(self.target(model, tokenizer)) if self.target is not None else None

@@ -118,6 +118,39 @@ def test_direct_hooks_restore_mode_and_see_weight_changes(tmp_path):
     assert row["drift_per_layer"]["lm_head"] == pytest.approx(row["drift_global"], rel=1e-6)
 
 
+def test_exact_kl_equals_the_full_vocabulary_kl_by_hand(tmp_path):
+    """kl_estimator="exact": the row's KL is Σ_v p0 (log p0 − log pθ) over the base continuation positions,
+    recomputed here from a θ0 copy; it is >= 0 at every small edit, where the sampled one can go negative."""
+    import copy
+
+    model, tok = tiny.model(), tiny.tokenizer()
+    base = copy.deepcopy(model).eval()
+    monitor = DriftMonitorCallback(every=1, kl_prompts=KL_PROMPTS, kl_max_new_tokens=6, kl_estimator="exact")
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    state = SimpleNamespace(global_step=0, max_steps=9, is_world_process_zero=True)
+    monitor.on_train_begin(args, state, None, model=model)
+    monitor.on_step_begin(args, state, None, model=model, processing_class=tok)
+    assert monitor.history[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-7)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(1, 4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1e-3 * torch.randn(p.shape, generator=gen))
+        state.global_step = step
+        monitor.on_step_end(args, state, SimpleNamespace(should_log=False), model=model, processing_class=tok)
+        ids, attn, mask = (monitor._kl[k] for k in ("input_ids", "attention_mask", "mask"))
+        with torch.no_grad():
+            lp0 = torch.log_softmax(base(input_ids=ids, attention_mask=attn).logits[:, :-1], -1)[mask]
+            lp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits[:, :-1], -1)[mask]
+        want = float((lp0.exp() * (lp0 - lp)).sum(-1).mean())
+        row = monitor.history[-1]
+        assert want > 0
+        assert row["kl_to_base"] == pytest.approx(want, rel=1e-3, abs=1e-9)
+        assert "kl_to_base_sampled" in row
+    with pytest.raises(ValueError, match="kl_estimator"):
+        DriftMonitorCallback(kl_estimator="k3")
+
+
 @pytest.mark.parametrize("awd_first", [True, False])
 def test_reuses_the_awd_anchor(awd_first, tmp_path):
     awd = AnchoredWeightDecayCallback(lam=2.0)  # shrink 0.1 at lr 0.05
