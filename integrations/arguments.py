@@ -224,6 +224,24 @@ class HffArguments:
         default=None, metadata={"help": "AWD: regex of parameter names to leave."}
     )
 
+    hff_mue: str | None = field(
+        default=None,
+        metadata={
+            "help": "Complete-muE (arXiv 2605.23893): a transfer plan JSON written by `hff mue`. The optimizer gets "
+            "the plan's per-group AdamW lr/wd/eps/betas (replacing --learning_rate, --weight_decay, --adam_*; the "
+            "LR schedule still applies) and the model its forward multipliers. The model must be the plan's target, "
+            "built under it (hff mue --save_model, load_mue_model), or add --mue_apply. With --hff_optimizer muon, "
+            "Muon's matrices take the plan's global lr (Proposed: the paper covers AdamW only)."
+        },
+    )
+    mue_apply: bool = field(
+        default=False,
+        metadata={
+            "help": "Re-initialize the model under --hff_mue when the trainer is built (plan init stds, normalized "
+            "routing): training from scratch. A resumed checkpoint still loads over it."
+        },
+    )
+
     def _refuse_orphan_flags(self, prefix: str, why: str) -> None:
         """Fail when flags named ``prefix*`` differ from their defaults while their switch is off (``why``)."""
         changed = [
@@ -272,6 +290,24 @@ class HffArguments:
             raise ValueError(f"--hff_awd {self.hff_awd!r}; accepted: none, l2, l1")
         if self.hff_awd == "none":
             self._refuse_orphan_flags("awd_", "set but --hff_awd is 'none'; add --hff_awd l2 (or l1)")
+        if self.hff_mue is None:
+            self._refuse_orphan_flags(
+                "mue_", "set but --hff_mue is not; add --hff_mue PLAN.json (from `hff mue`)"
+            )
+        else:
+            self.mue_plan()  # a missing or broken plan fails now, not after the model has loaded
+            if self.hff_optimizer == "muon":
+                clash = [
+                    f"--{f.name}"
+                    for f in fields(self)
+                    if f.name in ("muon_lr", "muon_routers", "muon_lora_a", "muon_unknown")
+                    and getattr(self, f.name) != f.default
+                ]
+                if clash:
+                    raise ValueError(
+                        f"{', '.join(clash)} cannot be used with --hff_mue: the plan sets Muon's lr, keeps routers "
+                        "on AdamW and covers full training of known modules only"
+                    )
         if self.hff_order == "none":
             self._refuse_orphan_flags(
                 "order_",
@@ -298,6 +334,24 @@ class HffArguments:
             "routers": self.muon_routers,
             "unknown": self.muon_unknown,
         }
+
+    def mue_plan(self):
+        """The :class:`~hf_fundamentals.moe.Plan` in the --hff_mue file (None without --hff_mue)."""
+        if self.hff_mue is None:
+            return None
+        from pathlib import Path
+
+        from hf_fundamentals.moe import Plan
+
+        path = Path(self.hff_mue).expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"--hff_mue {self.hff_mue!r}: no such file; write a plan with `hff mue ... --out FILE`"
+            )
+        try:
+            return Plan.from_json(path.read_text())
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"--hff_mue {self.hff_mue!r} is not a Complete-muE plan: {err}") from err
 
     def order_spec(self):
         """The :class:`~hf_fundamentals.ordering.OrderSpec` these flags describe (None with --hff_order none)."""
@@ -338,6 +392,9 @@ class HffArguments:
         on = []
         if self.hff_optimizer == "muon":
             on.append(f"muon ({self.muon_mode}, {self.muon_ns_method}, adjust_lr={self.muon_adjust_lr})")
+        if self.hff_mue is not None:
+            how = "re-initialized under the plan" if self.mue_apply else "model as built"
+            on.append(f"complete-muE {self.hff_mue} ({how})")
         if self.hff_memft != "none":
             retire = (
                 f", retire after {self.memft_retire_after} learned visits" if self.memft_retire_after else ""

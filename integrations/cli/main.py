@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_fundamentals.integrations.cli.muon",
         "show where --hff_optimizer muon sends each parameter of a model (routing table)",
     ),
+    "mue": (
+        "hf_fundamentals.integrations.cli.mue",
+        "Complete-muE: transfer a dense proxy's tuned AdamW hyperparameters and init to an MoE target (plan JSON)",
+    ),
     "order": (
         "hf_fundamentals.integrations.cli.order",
         "compare training orders (STR/SAW, ...) of a dataset: guideline metrics, plot, ordered copy",

@@ -81,18 +81,20 @@ class TrainerExtras:
                 "--hff_memft changes the trainer's loss, which cannot be switched on in a built trainer: build it "
                 "as extras.trainer_class(TrainerClass)(..., **extras.trainer_kwargs())"
             )
+        if self.optimizer_cls_and_kwargs is not None and trainer.optimizer is not None:
+            raise ValueError(
+                "this trainer was given its own optimizer (optimizers=...); it cannot also take "
+                "--hff_optimizer / --hff_mue. Drop one of the two."
+            )
         for callback in self.callbacks:
             trainer.add_callback(callback)
+            if hasattr(callback, "apply_to_built_trainer"):  # its on_init_end has passed: do its work now
+                callback.apply_to_built_trainer(trainer)
         if self.hff_args is not None and self.hff_args.hff_order != "none":
             from hf_fundamentals.integrations.transformers.ordering import guard_built_trainer
 
             guard_built_trainer(trainer, allow_shuffle=self.hff_args.order_allow_shuffle)
         if self.optimizer_cls_and_kwargs is not None:
-            if trainer.optimizer is not None:
-                raise ValueError(
-                    "this trainer was given its own optimizer (optimizers=...); it cannot also take "
-                    "--hff_optimizer. Drop one of the two."
-                )
             trainer.optimizer_cls_and_kwargs = self.optimizer_cls_and_kwargs
         return trainer
 
@@ -118,7 +120,23 @@ def trainer_extras(hff_args: HffArguments, training_args: Any = None, model: Any
                 exclude=hff_args.awd_exclude,
             )  # fmt: skip
         )
-    if hff_args.hff_optimizer == "muon":
+    if hff_args.hff_mue is not None:
+        from hf_fundamentals.integrations.transformers.mue import (
+            MUON_OPTIMIZER_KEYS,
+            CompleteMueCallback,
+            mue_optimizer_cls_and_kwargs,
+        )
+
+        plan = hff_args.mue_plan()
+        seed = training_args.seed if training_args is not None else 0
+        extras.callbacks.append(CompleteMueCallback(plan, init=hff_args.mue_apply, seed=seed))
+        muon = {}
+        if hff_args.hff_optimizer == "muon":
+            muon = {k: v for k, v in hff_args.muon_kwargs().items() if k in MUON_OPTIMIZER_KEYS}
+        extras.optimizer_cls_and_kwargs = mue_optimizer_cls_and_kwargs(
+            plan, training_args, optimizer="muon" if muon else "adamw", **muon
+        )
+    elif hff_args.hff_optimizer == "muon":
         if training_args is None:
             raise ValueError(
                 "--hff_optimizer muon needs the run's TrainingArguments (lr, weight decay, betas)"
