@@ -1,6 +1,8 @@
 """Complete-muE: hyperparameter transfer from a tuned dense proxy to a Mixture-of-Experts target (the plan of
-per-group AdamW multipliers, init and forward multipliers), and the LR-sweep optimum fit that measures drift."""
+per-group AdamW multipliers, init and forward multipliers), the LR-sweep optimum fit that measures drift, and the
+coordinate check that shows whether a parameterization keeps activation scales flat."""
 
+from hf_fundamentals.moe.coord_check import CoordData, Spread, coord_check, default_module_group
 from hf_fundamentals.moe.plan import (
     EPS_WIDTH_RULES,
     GROUPS,
@@ -25,6 +27,7 @@ __all__ = [
     "SOURCES",
     "TEN_PERCENT_LOG2",
     "WD_COUPLINGS",
+    "CoordData",
     "DenseProxy",
     "ForwardMultipliers",
     "GlobalHparams",
@@ -32,7 +35,10 @@ __all__ = [
     "MoETarget",
     "OptimumFit",
     "Plan",
+    "Spread",
     "TransferOptions",
+    "coord_check",
+    "default_module_group",
     "fit_optimum",
     "lr_drift_log2",
     "transfer_plan",

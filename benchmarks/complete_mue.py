@@ -1,0 +1,1083 @@
+"""Complete-muE (issue 8): does the LR tuned on a small dense model transfer to MoE targets?
+
+    python benchmarks/complete_mue.py            # the issue's benchmark (about 35-45 min on 2 CPU cores)
+    python benchmarks/complete_mue.py --quick    # 4 targets, 50-step runs (about 4-5 min)
+    python benchmarks/complete_mue.py --smoke    # a < 1 min check of the whole pipeline (writes to /tmp)
+
+Family: Qwen3-MoE targets with the dense Qwen3 as proxy (transformers ``Qwen3MoeForCausalLM`` /
+``Qwen3ForCausalLM``). The two share every module but the FFN (same attention with q/k-norm, RMSNorm, RoPE), so a
+difference between proxy and target is the MoE block alone; the experts are fused 3-D tensors (the layout
+``apply_mue`` re-initializes); and Qwen3-MoE's default routing (softmax top-k *without* renormalization,
+``norm_topk_prob=False``) is the standard parameterization Complete-muE changes. No router aux loss (the HF
+default ``output_router_logits=False``), no shared experts.
+
+Data and tokens: GCIDE dictionary entries (Debian dict-gcide, via ``hf_fundamentals.corpora.build_corpus``,
+seed 0), byte-level (UTF-8 bytes are the tokens, vocab 256, a 0 byte between documents). Bytes keep the models
+tiny (the 256 x d embedding and LM head do not dominate at d = 64) and need no tokenizer training, so nothing
+but the model changes between runs. Held-out loss is on documents not trained on.
+
+Protocol (defaults; ``--quick`` / ``--smoke`` shrink them, see PROFILES):
+
+* models: 2 layers, head_dim 16 (heads = d/16), untied embeddings. Dense proxy d* = 64, FFN 128. MoE targets
+  (N experts, a active, expert width h): base N8a2h64 at d = 64 (active width a·h = 128 = the proxy's FFN);
+  axes N in {4, 8, 16, 32}; a in {1, 2, 4}; granularity (N, a) x g with h / g at fixed active width and
+  density: N8a2h64, N16a4h32, N32a8h16; width d in {128, 256} with N8a2 and h = d.
+* training: AdamW betas (0.9, 0.95), eps 1e-8, weight decay 0.1 on matrices (none on norms), 10% linear
+  warmup then cosine to 0, batch 16 x 64 bytes, 200 steps, the same data order for every run (seed 0).
+  Loss = held-out loss after the last step; a run whose loss goes non-finite or ends above ln 256 (worse than
+  uniform) counts as diverged.
+* SP (standard parameterization): HF default init (initializer_range 0.02), one global LR for every parameter,
+  default routing. µE (Complete-muE): the plan from the µE proxy (``transfer_plan``; proxy tuned in the same
+  multiplier form, init_std 0.02 = sigma^(1)), the config from ``complete_mue_config`` (normalized top-k),
+  ``apply_mue`` (plan init, folded multipliers) and ``mue_param_groups`` for AdamW; the swept LR is the
+  proxy's LR that the plan transfers.
+* sweeps: log2(lr) on a lattice of sqrt(2) steps; 5 points centred on a guess (proxies) or on the matching
+  proxy's fitted optimum (targets), extended one point at a time until the grid minimum has 2 finite
+  neighbours on each side (a diverged neighbour also brackets it), at most 11 points (else ``at_edge``). eta*
+  from ``fit_optimum`` (a quadratic in log2 lr over the 5 points nearest the minimum). Drift =
+  |log2 eta*_target - log2 eta*_proxy|, SP targets against the SP proxy, µE targets against the µE proxy.
+* coordinate checks (``hf_fundamentals.moe.coord_check``, 6 steps at the proxies' eta*): across widths
+  64..512 (N8a2, h = d) before (SP) and after (µE) the transform; at d = 64 across a, N and granularity with
+  the dense proxy as a key; the H_act convention ("ah" vs "gate_up") against the unit-expansion dense
+  companion (FFN width d*, every matrix at sigma^(1), no multipliers: what sigma^(1) is defined by). A
+  diagnostic repeats the µE width check with the lm_head LR multiplied back by rho_d (mup's MuReadout form: the
+  plan scales the lm_head LR by 1/rho_d on top of its 1/rho_d output multiplier).
+* overlay: 100 steps of the proxy and every target at the transferred LR, per parameterization.
+
+Seeds: model init and data order seed 0 (``--seeds`` averages the held-out loss over several before the fit);
+corpus sample seed 0. Every finished run is cached as JSON under ``runs/complete_mue/`` (``--smoke``: under its
+output folder), so a rerun skips it. Results: ``benchmarks/results/complete_mue.json`` and PNGs beside it
+(``--quick``: ``complete_mue_quick*``; ``--smoke``: ``/tmp/hff_complete_mue_smoke/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from report import machine, table
+
+from hf_fundamentals.moe import TEN_PERCENT_LOG2, CoordData, OptimumFit, coord_check, fit_optimum
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CACHE_VERSION = 1
+VOCAB = 256
+PARAMS = ("sp", "mue")
+PARAM_LABEL = {"sp": "SP (HF init, one LR)", "mue": "Complete-muE"}
+INIT_STD = 0.02
+WEIGHT_DECAY = 0.1
+BETAS = (0.9, 0.95)
+EPS = 1e-8
+COORD_MODULES = (
+    r"(embed_tokens|layers\.\d+|layers\.\d+\.self_attn|layers\.\d+\.mlp|layers\.\d+\.mlp\.experts"
+    r"|layers\.\d+\.mlp\.gate|lm_head)$"
+)
+SHORT = {
+    "model.embed_tokens": "embedding",
+    "model.layers.*": "residual (layer out)",
+    "model.layers.*.self_attn": "attention out",
+    "model.layers.*.mlp": "FFN/MoE block out",
+    "model.layers.*.mlp.experts": "routed sum",
+    "model.layers.*.mlp.gate": "router logits",
+    "lm_head": "logits",
+}
+
+
+# ------------------------------------------------------------------------------------------------ shapes
+@dataclass(frozen=True)
+class Shape:
+    """One model: width ``d``; dense when ``n_experts`` is 0 (FFN width ``width``), else N experts of width h =
+    ``width`` with ``n_active`` per token. ``axes`` names the sweep axes it belongs to."""
+
+    name: str
+    d: int
+    n_experts: int
+    n_active: int
+    width: int
+    axes: tuple[str, ...] = ()
+
+    @property
+    def dense(self) -> bool:
+        return self.n_experts == 0
+
+    def describe(self) -> str:
+        if self.dense:
+            return f"dense d={self.d} FFN={self.width}"
+        return f"MoE d={self.d} N={self.n_experts} a={self.n_active} h={self.width} (a*h={self.n_active * self.width})"
+
+
+def moe(d: int, n: int, a: int, h: int, axes: tuple[str, ...] = ()) -> Shape:
+    name = f"N{n}a{a}h{h}" if d == 64 else f"d{d}_N{n}a{a}h{h}"
+    return Shape(name, d, n, a, h, axes)
+
+
+PROXY = Shape("dense_proxy", 64, 0, 0, 128)
+UNIT_COMPANION = Shape("unit_dense_H=d", 64, 0, 0, 64)
+ALL_TARGETS = (
+    moe(64, 8, 2, 64, ("N", "a", "granularity")),
+    moe(64, 4, 2, 64, ("N",)),
+    moe(64, 16, 2, 64, ("N",)),
+    moe(64, 32, 2, 64, ("N",)),
+    moe(64, 8, 1, 64, ("a",)),
+    moe(64, 8, 4, 64, ("a",)),
+    moe(64, 16, 4, 32, ("granularity",)),
+    moe(64, 32, 8, 16, ("granularity",)),
+    moe(128, 8, 2, 128, ("width",)),
+    moe(256, 8, 2, 256, ("width",)),
+)
+AXES = ("N", "a", "granularity", "width")
+
+
+def _targets(*names: str) -> tuple[Shape, ...]:
+    by_name = {t.name: t for t in ALL_TARGETS}
+    return tuple(by_name[n] for n in names)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that sets the cost of a run of the benchmark."""
+
+    name: str
+    steps: int
+    batch: int
+    seq: int
+    eval_seqs: int
+    layers: int
+    train_docs: int
+    eval_docs: int
+    spacing: float
+    initial_points: int
+    max_points: int
+    margin: int
+    center_log2: float
+    targets: tuple[Shape, ...]
+    coord_widths: tuple[int, ...]
+    coord_steps: int
+    coord_axes: dict[str, tuple[Shape, ...]]
+    convention_keys: tuple[Shape, ...]
+    overlay_steps: int
+    seeds: tuple[int, ...] = (0,)
+    warmup_frac: float = 0.1
+    head_dim: int = 16
+    domain: str = "dictionary"
+
+    def summary(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["targets"] = [t.name for t in self.targets]
+        d["coord_axes"] = {k: [s.name for s in v] for k, v in self.coord_axes.items()}
+        d["convention_keys"] = [s.name for s in self.convention_keys]
+        return d
+
+
+COORD_AXES = {
+    "a": _targets("N8a1h64", "N8a2h64", "N8a4h64"),
+    "N": _targets("N4a2h64", "N8a2h64", "N16a2h64", "N32a2h64"),
+    "granularity": _targets("N8a2h64", "N16a4h32", "N32a8h16"),
+}
+CONVENTION_KEYS = _targets("N8a1h64", "N8a2h64", "N8a4h64", "N16a4h32", "N32a8h16")
+PROFILES = {
+    "default": Profile(
+        name="default", steps=200, batch=16, seq=64, eval_seqs=64, layers=2, train_docs=2500, eval_docs=150,
+        spacing=0.5, initial_points=5, max_points=11, margin=2, center_log2=-7.5, targets=ALL_TARGETS,
+        coord_widths=(64, 128, 256, 512), coord_steps=6, coord_axes=COORD_AXES,
+        convention_keys=CONVENTION_KEYS, overlay_steps=100,
+    ),
+    "quick": Profile(
+        name="quick", steps=50, batch=16, seq=64, eval_seqs=32, layers=2, train_docs=800, eval_docs=80,
+        spacing=0.5, initial_points=5, max_points=9, margin=2, center_log2=-7.0,
+        targets=_targets("N32a2h64", "N8a4h64", "N32a8h16", "d128_N8a2h128"),
+        coord_widths=(64, 128, 256), coord_steps=5, coord_axes=COORD_AXES,
+        convention_keys=_targets("N8a1h64", "N8a4h64", "N32a8h16"), overlay_steps=50,
+    ),
+    "smoke": Profile(
+        name="smoke", steps=6, batch=4, seq=32, eval_seqs=4, layers=1, train_docs=60, eval_docs=10,
+        spacing=1.0, initial_points=3, max_points=4, margin=1, center_log2=-7.0,
+        targets=_targets("N32a8h16", "d128_N8a2h128"),
+        coord_widths=(64, 128), coord_steps=3,
+        coord_axes={"granularity": _targets("N8a2h64", "N32a8h16")},
+        convention_keys=_targets("N8a4h64"), overlay_steps=8,
+    ),
+}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ pure helpers (unit-tested)
+def snap(x: float, spacing: float) -> float:
+    """``x`` rounded to the log2 lattice ``k * spacing`` (rounded to 6 decimals so lattice points are exact keys)."""
+    if not spacing > 0:
+        raise ValueError(f"spacing must be > 0; got {spacing!r}")
+    return round(round(x / spacing) * spacing, 6)
+
+
+def initial_grid(center_log2: float, spacing: float, points: int) -> list[float]:
+    """``points`` lattice points of log2(lr) around ``center_log2`` (snapped), ascending (the extra point of an
+    even count goes above)."""
+    if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+        raise ValueError(f"points must be a positive integer; got {points!r}")
+    c = snap(center_log2, spacing)
+    return [round(c + k * spacing, 6) for k in range(-((points - 1) // 2), points // 2 + 1)]
+
+
+def grid_extension(
+    results: Mapping[float, float], *, spacing: float, margin: int = 2, max_points: int = 11
+) -> list[float]:
+    """The log2(lr) points to run next so the sweep brackets its optimum (empty when it does, or at the budget).
+
+    ``results`` maps lattice log2(lr) to loss (inf/NaN = diverged). The grid minimum needs ``margin`` finite
+    points on each side; a side whose nearest evaluated larger (smaller) point diverged counts as bracketed
+    (there is nothing to fit beyond a divergence). If every run diverged, go one point lower. At most
+    ``max_points`` points in all; a sweep stopped by that budget leaves its minimum at the edge, which
+    ``fit_optimum`` flags (``at_edge``).
+    """
+    if not results:
+        raise ValueError("grid_extension needs at least one result; run the initial grid first")
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 1:
+        raise ValueError(f"margin must be an integer >= 1; got {margin!r}")
+    xs = sorted(results)
+    room = max_points - len(xs)
+    if room <= 0:
+        return []
+    finite = [x for x in xs if math.isfinite(results[x])]
+    if not finite:
+        return [snap(xs[0] - spacing, spacing)]
+    x_min = min(finite, key=lambda x: (results[x], x))
+    below = [x for x in xs if x < x_min]
+    above = [x for x in xs if x > x_min]
+    new: list[float] = []
+    below_ok = sum(math.isfinite(results[x]) for x in below) >= margin or any(
+        not math.isfinite(results[x]) for x in below
+    )
+    above_ok = sum(math.isfinite(results[x]) for x in above) >= margin or any(
+        not math.isfinite(results[x]) for x in above
+    )
+    if not below_ok:
+        new.append(snap(xs[0] - spacing, spacing))
+    if not above_ok:
+        new.append(snap(xs[-1] + spacing, spacing))
+    return new[:room]
+
+
+def drift_table(
+    fits: Mapping[str, Mapping[str, OptimumFit]],
+    proxy: Mapping[str, OptimumFit],
+    axes: Mapping[str, Sequence[str]] | None = None,
+    threshold: float = TEN_PERCENT_LOG2,
+) -> dict[str, Any]:
+    """η* drift of every target against the proxy of the same parameterization.
+
+    ``fits[target][param]`` and ``proxy[param]`` are sweep fits (params such as "sp", "mue"). Returns
+    ``lr_drift_log2`` ({target: {param: |log2 η*_t − log2 η*_proxy|}}), the signed shifts, ``max_lr_drift_log2_<param>``,
+    the maximum per axis (``axes``: target -> axis names), whether each drift is within ``threshold`` (10%),
+    ``flags`` naming every fit at the grid edge or degenerate (its drift is then a bound, not a measurement), and
+    printable ``rows``.
+    """
+    params = list(proxy)
+    if not params:
+        raise ValueError("drift_table: no proxy fits given")
+    drift: dict[str, dict[str, float]] = {}
+    signed: dict[str, dict[str, float]] = {}
+    within: dict[str, dict[str, bool]] = {}
+    flags: list[str] = []
+    for p in params:
+        if proxy[p].at_edge or proxy[p].degenerate:
+            flags.append(f"proxy/{p}: {proxy[p].reason}")
+    rows = []
+    for target, by_param in fits.items():
+        missing = [p for p in params if p not in by_param]
+        if missing:
+            raise ValueError(f"drift_table: target {target!r} has no fit for {missing}")
+        drift[target], signed[target], within[target] = {}, {}, {}
+        marks = []
+        for p in params:
+            fit = by_param[p]
+            s = fit.log2_lr_star - proxy[p].log2_lr_star
+            signed[target][p] = s
+            drift[target][p] = abs(s)
+            within[target][p] = abs(s) <= threshold
+            if fit.at_edge or fit.degenerate:
+                flags.append(f"{target}/{p}: {fit.reason}")
+                marks.append(p)
+        rows.append(
+            [target, ",".join((axes or {}).get(target, ()))]
+            + [by_param[p].lr_star for p in params]
+            + [signed[target][p] for p in params]
+            + [drift[target][p] for p in params]
+            + [",".join(marks) or "-"]
+        )
+    out: dict[str, Any] = {
+        "lr_drift_log2": drift,
+        "signed_log2_shift": signed,
+        "within_threshold": within,
+        "threshold_log2": threshold,
+        "proxy_lr_star": {p: proxy[p].lr_star for p in params},
+        "flags": flags,
+        "rows": rows,
+        "header": ["target", "axes"]
+        + [f"eta* {p}" for p in params]
+        + [f"log2 shift {p}" for p in params]
+        + [f"|drift| {p}" for p in params]
+        + ["edge/degenerate"],
+    }
+    for p in params:
+        values = [drift[t][p] for t in drift]
+        out[f"max_lr_drift_log2_{p}"] = max(values) if values else None
+    by_axis: dict[str, dict[str, float]] = {}
+    for target, names in (axes or {}).items():
+        if target not in drift:
+            continue
+        for axis in names:
+            slot = by_axis.setdefault(axis, {p: 0.0 for p in params})
+            for p in params:
+                slot[p] = max(slot[p], drift[target][p])
+    out["max_lr_drift_log2_by_axis"] = by_axis
+    return out
+
+
+def spread_summary(data: CoordData, *, skip_logits_at_init: bool = True) -> dict[str, Any]:
+    """Worst max/min across models over the grouped modules (layers averaged) and steps, per group, and the same at
+    the last step (where updates, not the init, set the scale). The logits at step 0 are left out by default (a
+    µP readout shrinks them at init by design, mup README)."""
+    g = data.grouped()
+    s = g.spread()
+    per_group, last = {}, {}
+    for module, per_step in s.per_module.items():
+        skip0 = skip_logits_at_init and module == "lm_head" and g.steps > 1
+        per_group[SHORT.get(module, module)] = max(per_step[1:] if skip0 else per_step)
+        last[SHORT.get(module, module)] = per_step[-1]
+    where = max(per_group, key=per_group.get)
+    where_last = max(last, key=last.get)
+    return {
+        "worst": per_group[where],
+        "worst_group": where,
+        "per_group": per_group,
+        "last_step_worst": last[where_last],
+        "last_step_worst_group": where_last,
+        "last_step_per_group": last,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- data
+def build_data(profile: Profile, seed: int = 0) -> dict[str, Any]:
+    """Byte-level train / held-out sequences from one corpus domain (documents split before packing)."""
+    from hf_fundamentals.corpora import build_corpus
+
+    docs = build_corpus([profile.domain], docs_per_domain=profile.train_docs + profile.eval_docs, seed=seed)
+    texts = [r["text"] for r in docs]
+    held, train = texts[: profile.eval_docs], texts[profile.eval_docs :]
+
+    def pack(items: list[str]) -> torch.Tensor:
+        stream = bytearray()
+        for t in items:
+            stream += t.encode("utf-8") + b"\x00"
+        n = len(stream) // profile.seq
+        return torch.tensor(list(stream[: n * profile.seq]), dtype=torch.long).view(n, profile.seq)
+
+    train_ids, eval_ids = pack(train), pack(held)
+    if len(eval_ids) < profile.eval_seqs:
+        raise ValueError(f"only {len(eval_ids)} held-out sequences; raise eval_docs")
+    return {
+        "train": train_ids,
+        "eval": eval_ids[: profile.eval_seqs],
+        "id": f"{profile.domain}:{profile.train_docs}+{profile.eval_docs}:seed{seed}:seq{profile.seq}",
+        "train_tokens": int(train_ids.numel()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- models
+def hf_config(shape: Shape, profile: Profile):
+    """The transformers config of a shape (Qwen3 dense / Qwen3-MoE, HF defaults otherwise)."""
+    from transformers import Qwen3Config, Qwen3MoeConfig
+
+    common = dict(
+        vocab_size=VOCAB, hidden_size=shape.d, num_hidden_layers=profile.layers,
+        num_attention_heads=shape.d // profile.head_dim, num_key_value_heads=shape.d // profile.head_dim,
+        head_dim=profile.head_dim, max_position_embeddings=profile.seq, tie_word_embeddings=False,
+        initializer_range=INIT_STD, use_cache=False,
+    )  # fmt: skip
+    if shape.dense:
+        return Qwen3Config(intermediate_size=shape.width, **common)
+    return Qwen3MoeConfig(
+        intermediate_size=shape.n_active * shape.width, moe_intermediate_size=shape.width,
+        num_experts=shape.n_experts, num_experts_per_tok=shape.n_active, decoder_sparse_step=1,
+        mlp_only_layers=[], output_router_logits=False, **common,
+    )  # fmt: skip
+
+
+def mue_plan(shape: Shape, profile: Profile, lr: float, steps: int, convention: str = "ah"):
+    """The Complete-muE plan from the µE proxy tuned at ``lr`` to ``shape``."""
+    from hf_fundamentals.integrations.transformers.mue import dense_proxy_from_config, moe_target_from_config
+    from hf_fundamentals.moe import TransferOptions, transfer_plan
+
+    tokens = profile.batch * profile.seq
+    proxy = dense_proxy_from_config(
+        hf_config(PROXY, profile), lr=lr, weight_decay=WEIGHT_DECAY, init_std=INIT_STD, adam_eps=EPS,
+        betas=BETAS, batch_tokens=tokens, steps=steps,
+    )  # fmt: skip
+    target = moe_target_from_config(hf_config(shape, profile), batch_tokens=tokens, steps=steps)
+    return transfer_plan(proxy, target, TransferOptions(h_act_convention=convention))
+
+
+def build_model(
+    shape: Shape,
+    param: str,
+    lr: float,
+    profile: Profile,
+    seed: int,
+    steps: int,
+    convention: str = "ah",
+    readout_lr_x_rho: bool = False,
+) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """A fresh model and its AdamW param groups under SP or Complete-muE (``param``). ``readout_lr_x_rho``
+    (diagnostic only) multiplies the µE lm_head group's LR by rho_d, the mup ``MuReadout`` form in which the 1/rho_d
+    output multiplier alone scales the readout (the plan applies LR x1/rho_d on top of it)."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = hf_config(shape, profile)
+    torch.manual_seed(seed)
+    if param == "sp":
+        model = AutoModelForCausalLM.from_config(cfg)
+        named = list(model.named_parameters())
+        groups = [
+            {"params": [p for _, p in named if p.ndim >= 2], "weight_decay": WEIGHT_DECAY},
+            {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        for g in groups:
+            g.update(lr=lr, betas=BETAS, eps=EPS)
+        return model, groups
+    if param != "mue":
+        raise ValueError(f"param must be one of {PARAMS}; got {param!r}")
+    from hf_fundamentals.integrations.transformers.mue import apply_mue, complete_mue_config, mue_param_groups
+
+    plan = mue_plan(shape, profile, lr, steps, convention)
+    model = AutoModelForCausalLM.from_config(complete_mue_config(cfg, plan))
+    apply_mue(model, plan, seed=seed)
+    groups = mue_param_groups(model, plan)
+    if readout_lr_x_rho:
+        for g in groups:
+            if g["name"] == "lm_head":
+                g["lr"] *= plan.rho_d
+    return model, groups
+
+
+def schedule(steps: int, warmup_frac: float):
+    warmup = max(1, round(warmup_frac * steps))
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return f
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: dict[str, Any]) -> float:
+    model.eval()
+    total = 0.0
+    for chunk in data["eval"].split(16):
+        total += float(model(input_ids=chunk, labels=chunk).loss) * len(chunk)
+    model.train()
+    return total / len(data["eval"])
+
+
+def train_run(spec: dict[str, Any], profile: Profile, data: dict[str, Any]) -> dict[str, Any]:
+    """Train one (shape, param, lr, seed) run; held-out loss at the end (inf if it diverged)."""
+    shape = Shape(**{**spec["shape"], "axes": tuple(spec["shape"]["axes"])})
+    steps = spec["steps"]
+    model, groups = build_model(
+        shape, spec["param"], spec["lr"], profile, spec["seed"], steps, spec.get("convention", "ah")
+    )
+    opt = torch.optim.AdamW(groups, lr=spec["lr"], betas=BETAS, eps=EPS)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(steps, profile.warmup_frac))
+    order = torch.randperm(len(data["train"]), generator=torch.Generator().manual_seed(spec["seed"]))
+    eval_every = spec.get("eval_every", 0)
+    train_curve: list[float] = []
+    eval_curve: list[tuple[int, float]] = []
+    diverged = False
+    started = time.perf_counter()
+    for step in range(steps):
+        start = (step * profile.batch) % (len(order) - profile.batch + 1)
+        batch = data["train"][order[start : start + profile.batch]]
+        loss = model(input_ids=batch, labels=batch).loss
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        train_curve.append(float(loss.detach()))
+        if eval_every and (step + 1) % eval_every == 0:
+            eval_curve.append((step + 1, evaluate(model, data)))
+    train_seconds = time.perf_counter() - started
+    final = math.inf if diverged else evaluate(model, data)
+    if not math.isfinite(final) or final > math.log(VOCAB):
+        diverged, final = True, math.inf
+    return {
+        "final_eval_loss": final,
+        "diverged": diverged,
+        "train_curve": train_curve,
+        "eval_curve": eval_curve,
+        "seconds": time.perf_counter() - started,
+        "seconds_per_step": train_seconds / max(1, len(train_curve)),
+    }
+
+
+class RunCache:
+    """One JSON file per finished run, named by a hash of its full spec (so a rerun skips it)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, spec: Mapping[str, Any]) -> Path:
+        key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+        return self.folder / f"{key}.json"
+
+    def get(self, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+        path = self._path(spec)
+        if not path.exists():
+            return None
+        stored = json.loads(path.read_text())
+        return stored["result"] if stored.get("spec") == json.loads(json.dumps(spec)) else None
+
+    def put(self, spec: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        path = self._path(spec)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"spec": spec, "result": _jsonable(result)}))
+        os.replace(tmp, path)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "inf" if obj > 0 else ("-inf" if obj < 0 else "nan")
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _float(v: Any) -> float:
+    return float(v)
+
+
+# ---------------------------------------------------------------------------------------------- runner
+@dataclass
+class Runner:
+    """Runs (or reads from the cache) the training runs of one profile, with one progress bar."""
+
+    profile: Profile
+    data: dict[str, Any]
+    cache: RunCache
+    bar: Any = None
+    timings: dict[str, list[float]] = field(default_factory=dict)
+
+    def spec(self, shape: Shape, param: str, lr: float, seed: int, *, steps: int, eval_every: int = 0,
+             convention: str = "ah") -> dict[str, Any]:  # fmt: skip
+        p = self.profile
+        return {
+            "v": CACHE_VERSION, "shape": asdict(shape) | {"axes": []}, "param": param, "lr": lr, "seed": seed,
+            "steps": steps, "batch": p.batch, "seq": p.seq, "layers": p.layers, "head_dim": p.head_dim,
+            "eval_seqs": p.eval_seqs, "data": self.data["id"], "warmup_frac": p.warmup_frac,
+            "eval_every": eval_every, "convention": convention, "proxy": asdict(PROXY) | {"axes": []},
+            "hp": {"init_std": INIT_STD, "wd": WEIGHT_DECAY, "betas": list(BETAS), "eps": EPS},
+        }  # fmt: skip
+
+    def run(self, spec: dict[str, Any]) -> dict[str, Any]:
+        hit = self.cache.get(spec)
+        if hit is None:
+            hit = _jsonable(train_run(spec, self.profile, self.data))
+            self.cache.put(spec, hit)
+        self.timings.setdefault(spec["shape"]["name"], []).append(hit["seconds_per_step"])
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(
+                f"{spec['param']} {spec['shape']['name']} lr=2^{math.log2(spec['lr']):.1f}"
+            )
+        return hit
+
+    def sweep(self, shape: Shape, param: str, center_log2: float) -> dict[str, Any]:
+        """Sweep log2(lr) on the lattice from ``center_log2`` until bracketed; fit η*."""
+        p = self.profile
+        losses: dict[float, float] = {}
+        pending = initial_grid(center_log2, p.spacing, p.initial_points)
+        if self.bar is not None:
+            self.bar.total += len(pending) * len(p.seeds)
+            self.bar.refresh()
+        while pending:
+            for x in pending:
+                finals = [
+                    _float(self.run(self.spec(shape, param, 2.0**x, s, steps=p.steps))["final_eval_loss"])
+                    for s in p.seeds
+                ]
+                losses[x] = math.inf if not all(map(math.isfinite, finals)) else float(np.mean(finals))
+            pending = grid_extension(losses, spacing=p.spacing, margin=p.margin, max_points=p.max_points)
+            if self.bar is not None:
+                self.bar.total += len(pending) * len(p.seeds)
+                self.bar.refresh()
+        xs = sorted(losses)
+        fit = fit_optimum([2.0**x for x in xs], [losses[x] for x in xs])
+        return {"log2_lrs": xs, "losses": [losses[x] for x in xs], "fit": fit}
+
+
+# ---------------------------------------------------------------------------------------------- sections
+def section_sweeps(runner: Runner) -> dict[str, Any]:
+    p = runner.profile
+    sweeps: dict[str, dict[str, Any]] = {param: {} for param in PARAMS}
+    for param in PARAMS:
+        sweeps[param][PROXY.name] = runner.sweep(PROXY, param, p.center_log2)
+    proxy_fits = {param: sweeps[param][PROXY.name]["fit"] for param in PARAMS}
+    for target in p.targets:
+        for param in PARAMS:
+            sweeps[param][target.name] = runner.sweep(target, param, proxy_fits[param].log2_lr_star)
+    fits = {t.name: {param: sweeps[param][t.name]["fit"] for param in PARAMS} for t in p.targets}
+    axes = {t.name: t.axes for t in p.targets}
+    drift = drift_table(fits, proxy_fits, axes)
+    return {"sweeps": sweeps, "proxy_fits": proxy_fits, "drift": drift}
+
+
+def _coord_batches(data: dict[str, Any], profile: Profile, steps: int) -> list[torch.Tensor]:
+    order = torch.randperm(len(data["train"]), generator=torch.Generator().manual_seed(1))
+    return [data["train"][order[i * profile.batch : (i + 1) * profile.batch]] for i in range(steps)]
+
+
+def _coord(
+    shapes: Mapping[str, Shape], param: str, lr: float, profile: Profile, batches, key_name: str,
+    convention: str = "ah", plain: Sequence[str] = (), readout_lr_x_rho: bool = False,
+) -> CoordData:  # fmt: skip
+    """Coordinate check of ``shapes`` (keys -> shapes) under ``param`` at proxy LR ``lr``; keys in ``plain`` are
+    built SP-style at the same LR whatever ``param`` is (the unit-expansion companion)."""
+    factories, optimizers = {}, {}
+    for key, shape in shapes.items():
+        kind = "sp" if key in plain else param
+        holder: dict[str, Any] = {}
+
+        def factory(shape=shape, kind=kind, holder=holder):
+            model, holder["groups"] = build_model(
+                shape, kind, lr, profile, 0, profile.steps, convention, readout_lr_x_rho
+            )
+            return model
+
+        factories[key] = factory
+        optimizers[key] = lambda model, holder=holder: torch.optim.AdamW(
+            holder["groups"], lr=lr, betas=BETAS, eps=EPS
+        )
+    return coord_check(
+        factories, batches, profile.coord_steps, optimizers, COORD_MODULES,
+        meta={"key_name": key_name, "param": param, "lr": lr, "convention": convention,
+              "readout_lr_x_rho": readout_lr_x_rho},
+    )  # fmt: skip
+
+
+def section_coord(profile: Profile, data: dict[str, Any], proxy_lr: Mapping[str, float]) -> dict[str, Any]:
+    batches = _coord_batches(data, profile, profile.coord_steps)
+    out: dict[str, Any] = {"data": {}, "spread": {}}
+    # across widths: N8a2, h = d
+    widths = {str(d): moe(d, 8, 2, d) for d in profile.coord_widths}
+    for param in PARAMS:
+        cd = _coord(widths, param, proxy_lr[param], profile, batches, "width d")
+        out["data"][f"width/{param}"] = cd
+    out["spread"]["width"] = {
+        "before": spread_summary(out["data"]["width/sp"]),
+        "after": spread_summary(out["data"]["width/mue"]),
+    }
+    # diagnostic: the plan's lm_head LR x1/rho_d on top of the 1/rho_d output multiplier makes the effective
+    # readout update shrink as 1/rho_d^2; the same check with the lm_head LR put back by rho_d (mup MuReadout)
+    cd = _coord(widths, "mue", proxy_lr["mue"], profile, batches, "width d", readout_lr_x_rho=True)
+    out["data"]["width/mue_readout_lr_x_rho"] = cd
+    out["diagnostics"] = {"width_mue_readout_lr_x_rho": spread_summary(cd)}
+    # at fixed width across a, N, granularity; the dense proxy is a key
+    for axis, shapes in profile.coord_axes.items():
+        keyed = {"dense": PROXY} | {s.name: s for s in shapes}
+        for param in PARAMS:
+            out["data"][f"{axis}/{param}"] = _coord(keyed, param, proxy_lr[param], profile, batches, axis)
+        out["spread"][axis] = {
+            "before": spread_summary(out["data"][f"{axis}/sp"]),
+            "after": spread_summary(out["data"][f"{axis}/mue"]),
+        }
+    # the H_act convention: block output against the unit-expansion companion (sigma^(1) by definition)
+    conv: dict[str, Any] = {}
+    keyed = {UNIT_COMPANION.name: UNIT_COMPANION, "dense": PROXY} | {
+        s.name: s for s in profile.convention_keys
+    }
+    for convention in ("ah", "gate_up"):
+        cd = _coord(
+            keyed, "mue", proxy_lr["mue"], profile, batches, "shape", convention, (UNIT_COMPANION.name,)
+        )
+        out["data"][f"convention/{convention}"] = cd
+        g = cd.grouped()
+        block = "model.layers.*.mlp"
+        r0 = g.ratio_to(UNIT_COMPANION.name, block, step=0)
+        r1 = g.ratio_to(UNIT_COMPANION.name, block, step=-1)
+        others = [k for k in g.keys if k != UNIT_COMPANION.name]
+        conv[convention] = {
+            "block_out_ratio_to_unit_companion_step0": r0,
+            "block_out_ratio_to_unit_companion_last": r1,
+            "worst_abs_log2_ratio": max(abs(math.log2(r)) for r in list(r0.values()) + list(r1.values())),
+            "block_out_spread_without_companion": max(
+                _spread_of([g.values[k][block][t] for k in others]) for t in range(g.steps)
+            ),
+        }
+    best = min(conv, key=lambda c: conv[c]["worst_abs_log2_ratio"])
+    out["convention"] = {
+        "measured": conv,
+        "flat_vs_unit_companion": best,
+        "code_default": "ah",
+        "note": "A and sigma_down enter as ratios to the proxy's own (both SwiGLU), so the factor 2 of gate_up "
+        "cancels between MoE targets and the dense proxy (same spread without the companion); it shows only "
+        "against the unit-expansion companion that defines sigma^(1).",
+    }
+    return out
+
+
+def _spread_of(vals: Sequence[float]) -> float:
+    arr = np.asarray(vals, dtype=float)
+    return float(arr.max() / arr.min()) if len(arr) > 1 and np.all(arr > 0) else 1.0
+
+
+def section_overlay(runner: Runner, proxy_lr: Mapping[str, float]) -> dict[str, Any]:
+    p = runner.profile
+    steps = p.overlay_steps
+    every = max(1, steps // 4)
+    shapes = (PROXY,) + tuple(p.targets)
+    if runner.bar is not None:
+        runner.bar.total += len(shapes) * len(PARAMS)
+        runner.bar.refresh()
+    out: dict[str, Any] = {"steps": steps, "eval_every": every, "lr": dict(proxy_lr), "runs": {}}
+    for param in PARAMS:
+        out["runs"][param] = {}
+        for shape in shapes:
+            spec = runner.spec(shape, param, proxy_lr[param], p.seeds[0], steps=steps, eval_every=every)
+            res = runner.run(spec)
+            out["runs"][param][shape.name] = {
+                "train_curve": res["train_curve"],
+                "eval_curve": res["eval_curve"],
+                "final_eval_loss": _float(res["final_eval_loss"]),
+            }
+    # gap to the dense proxy at mid-run and at the end (a gap that keeps widening means a missing factor)
+    gaps: dict[str, dict[str, Any]] = {}
+    for param in PARAMS:
+        runs = out["runs"][param]
+        dense = dict(runs[PROXY.name]["eval_curve"])
+        gaps[param] = {}
+        for name, r in runs.items():
+            if name == PROXY.name or not r["eval_curve"] or len(r["eval_curve"]) < len(dense):
+                continue
+            ev = dict(r["eval_curve"])
+            s_mid, s_end = sorted(ev)[len(ev) // 2 - 1], sorted(ev)[-1]
+            gaps[param][name] = {
+                "gap_mid": ev[s_mid] - dense[s_mid],
+                "gap_end": ev[s_end] - dense[s_end],
+                "widening": (ev[s_end] - dense[s_end]) - (ev[s_mid] - dense[s_mid]),
+            }
+    out["gaps_vs_dense"] = gaps
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def plot_sweeps(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweeps, drift = result["sweeps"], result["drift"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    names = list(sweeps["sp"])
+    colors = dict(zip(names, plt.get_cmap("tab10")(np.linspace(0, 1, max(len(names), 2))), strict=False))
+    for ax, param in zip(axes[:2], PARAMS, strict=True):
+        for name in names:
+            s = sweeps[param][name]
+            ys = np.asarray(s["losses"], dtype=float)
+            xs = np.asarray(s["log2_lrs"])
+            ok = np.isfinite(ys)
+            bold = name == PROXY.name
+            ax.plot(xs[ok], ys[ok], marker="o", ms=3, lw=2.5 if bold else 1.2, color="k" if bold else colors[name],
+                    label=name)  # fmt: skip
+            fit = s["fit"]
+            ax.axvline(fit.log2_lr_star, color="k" if bold else colors[name], lw=0.8, ls=":")
+        ax.set_title(f"{PARAM_LABEL[param]}: held-out loss vs LR (dotted: fitted eta*)", fontsize=9)
+        ax.set_xlabel("log2 lr" + (" (proxy LR the plan transfers)" if param == "mue" else " (global)"))
+        ax.set_ylabel("held-out loss (nats/byte)")
+        finite = [v for n in names for v in sweeps[param][n]["losses"] if math.isfinite(v)]
+        if finite:
+            lo = min(finite)
+            ax.set_ylim(lo - 0.05, lo + max(0.6, 0.25 * (np.median(finite) - lo) + 0.3))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    targets = list(drift["lr_drift_log2"])
+    pos = np.arange(len(targets))
+    for i, param in enumerate(PARAMS):
+        vals = [drift["lr_drift_log2"][t][param] for t in targets]
+        ax.bar(pos + (i - 0.5) * 0.4, vals, width=0.4, label=PARAM_LABEL[param])
+    ax.axhline(TEN_PERCENT_LOG2, color="r", ls="--", lw=1, label="log2(1.1)")
+    ax.set_xticks(pos, targets, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("|log2 eta*_target - log2 eta*_proxy|")
+    ax.set_title("eta* drift vs the proxy of the same parameterization", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_overlay(overlay: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    for ax, param in zip(axes, PARAMS, strict=True):
+        runs = overlay["runs"][param]
+        colors = plt.get_cmap("tab10")(np.linspace(0, 1, max(len(runs), 2)))
+        for color, (name, r) in zip(colors, runs.items(), strict=False):
+            ys = np.asarray(r["train_curve"], dtype=float)
+            if ys.size == 0:
+                continue
+            k = max(1, min(10, ys.size // 10))
+            smooth = np.convolve(ys, np.ones(k) / k, mode="valid")
+            bold = name == PROXY.name
+            c = "k" if bold else color
+            ax.plot(np.arange(k, ys.size + 1), smooth, color=c, lw=2.2 if bold else 1.0, label=name)
+            if r["eval_curve"]:
+                ex, ey = zip(*r["eval_curve"], strict=True)
+                ax.plot(ex, ey, ls="none", marker="o", ms=4, color=c)
+        ax.set_title(f"{PARAM_LABEL[param]} at the proxy's eta* = {overlay['lr'][param]:.3g}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("train loss (running mean); dots: held-out")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------- main
+def _fit_dict(fit: OptimumFit) -> dict[str, Any]:
+    return _jsonable(fit.to_dict())
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer targets, 50-step runs (about 5 min)")
+    size.add_argument("--smoke", action="store_true", help="a < 1 min pipeline check; writes under /tmp")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds averaged per LR (default 0)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: by profile)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "default"]
+    if args.seeds:
+        profile = replace(profile, seeds=tuple(args.seeds))
+    if args.smoke:
+        out_dir = args.out or Path("/tmp/hff_complete_mue_smoke")
+        cache_dir, stem = out_dir / "runs", "complete_mue"
+    else:
+        out_dir = args.out or HERE / "results"
+        cache_dir = REPO / "runs" / "complete_mue"
+        stem = "complete_mue" if profile.name == "default" else f"complete_mue_{profile.name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / f"{stem}.json"
+    torch.set_num_threads(min(os.cpu_count() or 1, torch.get_num_threads()))
+    import transformers
+    from tqdm import tqdm
+
+    transformers.logging.set_verbosity_error()
+    started = time.time()
+    data = build_data(profile)
+    print(
+        f"[{profile.name}] {len(data['train'])} training sequences of {profile.seq} bytes "
+        f"({data['train_tokens']:,} tokens), held-out {len(data['eval'])}; seeds {list(profile.seeds)}; "
+        f"results -> {results_path}"
+    )
+    bar = tqdm(total=0, desc="runs", unit="run", disable=args.no_progress, dynamic_ncols=True)
+    runner = Runner(profile, data, RunCache(cache_dir), bar)
+
+    t0 = time.time()
+    sw = section_sweeps(runner)
+    t_sweeps = time.time() - t0
+    proxy_lr = {param: sw["proxy_fits"][param].lr_star for param in PARAMS}
+    t0 = time.time()
+    ov = section_overlay(runner, proxy_lr)
+    bar.close()
+    t_overlay = time.time() - t0
+    t0 = time.time()
+    co = section_coord(profile, data, proxy_lr)
+    t_coord = time.time() - t0
+
+    drift = sw["drift"]
+    print(f"\nLR sweeps ({profile.steps} steps, {profile.batch}x{profile.seq} bytes): proxy eta* "
+          + ", ".join(f"{p} {proxy_lr[p]:.4g}" for p in PARAMS))  # fmt: skip
+    print(table(drift["rows"], drift["header"]))
+    print(
+        f"max drift (log2): SP {drift['max_lr_drift_log2_sp']:.3f}, Complete-muE {drift['max_lr_drift_log2_mue']:.3f}"
+        f" (target <= {TEN_PERCENT_LOG2:.4f} = log2 1.1)"
+    )
+    axis_rows = [[a, v["sp"], v["mue"]] for a, v in drift["max_lr_drift_log2_by_axis"].items()]
+    print(table(axis_rows, ["axis", "max drift SP", "max drift muE"]))
+    for f in drift["flags"]:
+        print(f"  flag: {f}")
+
+    rows = [
+        [axis]
+        + [v[w]["worst"] for w in ("before", "after")]
+        + [v[w]["last_step_worst"] for w in ("before", "after")]
+        + [v[w]["worst_group"] for w in ("before", "after")]
+        for axis, v in co["spread"].items()
+    ]
+    print(
+        f"\nCoordinate checks ({profile.coord_steps} steps; worst max/min across models, logits at init excluded)"
+    )
+    print(
+        table(rows, ["across", "SP", "muE", "SP last step", "muE last step", "SP worst at", "muE worst at"])
+    )
+    diag = co["diagnostics"]["width_mue_readout_lr_x_rho"]
+    print(
+        f"diagnostic, muE across widths with the lm_head LR x rho_d (mup MuReadout form): worst "
+        f"{diag['worst']:.3g} at {diag['worst_group']}, last step {diag['last_step_worst']:.3g} "
+        f"(plan as is: last step {co['spread']['width']['after']['last_step_worst']:.3g})"
+    )
+    crow = [
+        [c, v["worst_abs_log2_ratio"], v["block_out_spread_without_companion"]]
+        for c, v in co["convention"]["measured"].items()
+    ]
+    print("\nH_act convention (muE block output vs the unit-expansion dense companion)")
+    print(table(crow, ["convention", "worst |log2 ratio|", "block spread w/o companion"]))
+    print(f"flat vs the companion: {co['convention']['flat_vs_unit_companion']}; the code uses "
+          f"{co['convention']['code_default']!r}")  # fmt: skip
+
+    orows = []
+    for param in PARAMS:
+        for name, g in ov["gaps_vs_dense"][param].items():
+            orows.append(
+                [
+                    param,
+                    name,
+                    ov["runs"][param][name]["final_eval_loss"],
+                    g["gap_mid"],
+                    g["gap_end"],
+                    g["widening"],
+                ]
+            )
+    print(f"\n{ov['steps']}-step overlay at the proxies' eta* (held-out loss gap to the dense proxy)")
+    print(table(orows, ["param", "variant", "final loss", "gap mid", "gap end", "widening"]))
+
+    stem_path = out_dir / stem
+    plot_sweeps(sw, Path(f"{stem_path}_sweeps.png"))
+    plot_overlay(ov, Path(f"{stem_path}_overlay.png"))
+    pngs = [f"{stem}_sweeps.png", f"{stem}_overlay.png"]
+    for key, cd in co["data"].items():
+        name = f"{stem}_coord_{key.replace('/', '_')}.png"
+        extra = ", lm_head LR x rho_d (diagnostic)" if cd.meta.get("readout_lr_x_rho") else ""
+        title = (
+            f"coord check {key}: {PARAM_LABEL.get(cd.meta['param'], cd.meta['param'])}, proxy lr "
+            f"{cd.meta['lr']:.3g}, H_act convention {cd.meta['convention']}{extra}"
+        )
+        cd.plot(out_dir / name, title=title)
+        pngs.append(name)
+
+    timings = {k: float(np.median(v)) for k, v in runner.timings.items()}
+    result = {
+        "benchmark": "complete_mue (issue 8)",
+        "profile": profile.summary(),
+        "family": "qwen3 (dense proxy) / qwen3_moe (targets), transformers " + transformers.__version__,
+        "tokens": "UTF-8 bytes (vocab 256), 0 byte between documents",
+        "data": f"GCIDE dictionary (Debian dict-gcide) via hf_fundamentals.corpora.build_corpus: {data['id']}",
+        "seeds": {
+            "model_init_and_data_order": list(profile.seeds),
+            "corpus_sample": 0,
+            "coord_check_batches": 1,
+        },
+        "hyperparameters": {
+            "init_std": INIT_STD,
+            "weight_decay": WEIGHT_DECAY,
+            "betas": list(BETAS),
+            "eps": EPS,
+            "schedule": f"{profile.warmup_frac:.0%} linear warmup, cosine to 0",
+        },  # fmt: skip
+        "grid": {
+            "lattice": f"log2 lr in multiples of {profile.spacing}",
+            "spacing_log2": profile.spacing,
+            "initial_points": profile.initial_points,
+            "max_points": profile.max_points,
+            "margin": profile.margin,
+            "proxy_center_log2": profile.center_log2,
+            "target_center": "the matching proxy's fitted log2 eta*, snapped to the lattice",
+            "fit": "fit_optimum: quadratic in log2 lr over the 5 finite points nearest the grid minimum",
+        },
+        "proxy": {
+            "shape": PROXY.describe(),
+            "lr_star": proxy_lr,
+            "fit": {p: _fit_dict(sw["proxy_fits"][p]) for p in PARAMS},
+        },  # fmt: skip
+        "targets": {t.name: {"shape": t.describe(), "axes": list(t.axes)} for t in profile.targets},
+        "lr_drift_log2": drift["lr_drift_log2"],
+        "max_lr_drift_log2_mue": drift["max_lr_drift_log2_mue"],
+        "max_lr_drift_log2_sp": drift["max_lr_drift_log2_sp"],
+        "max_lr_drift_log2_by_axis": drift["max_lr_drift_log2_by_axis"],
+        "ten_percent_log2": TEN_PERCENT_LOG2,
+        "signed_log2_shift": drift["signed_log2_shift"],
+        "within_ten_percent": drift["within_threshold"],
+        "fit_flags": drift["flags"],
+        "sweeps": {
+            param: {
+                name: {
+                    "lrs": [2.0**x for x in s["log2_lrs"]],
+                    "log2_lrs": s["log2_lrs"],
+                    "losses": s["losses"],
+                    "fit": _fit_dict(s["fit"]),
+                }  # fmt: skip
+                for name, s in sw["sweeps"][param].items()
+            }
+            for param in PARAMS
+        },
+        "coord_check_spread": {
+            axis: {
+                "before": v["before"]["worst"],
+                "after": v["after"]["worst"],
+                "before_last_step": v["before"]["last_step_worst"],
+                "after_last_step": v["after"]["last_step_worst"],
+            }
+            for axis, v in co["spread"].items()
+        },
+        "coord_check_spread_detail": co["spread"],
+        "coord_check_diagnostics": co["diagnostics"],
+        "coord_check_pass_threshold": 1.5,
+        "h_act_convention": co["convention"],
+        "coord_check": {k: cd.to_dict() for k, cd in co["data"].items()},
+        "overlay": ov,
+        "plots": pngs,
+        "seconds": {
+            "total": time.time() - started,
+            "sweeps": t_sweeps,
+            "overlay": t_overlay,
+            "coord": t_coord,
+        },
+        "seconds_per_step": timings,
+        "machine": machine(),
+    }
+    results_path.write_text(json.dumps(_jsonable(result), indent=1))
+    print(f"\n{time.time() - started:.0f} s; results in {results_path}; plots: {', '.join(pngs)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
