@@ -39,9 +39,10 @@ Protocol (defaults; ``--quick`` / ``--smoke`` shrink them, see PROFILES):
 * coordinate checks (``hf_fundamentals.moe.coord_check``, 6 steps at the proxies' eta*): across widths
   64..512 (N8a2, h = d) before (SP) and after (µE) the transform; at d = 64 across a, N and granularity with
   the dense proxy as a key; the H_act convention ("ah" vs "gate_up") against the unit-expansion dense
-  companion (FFN width d*, every matrix at sigma^(1), no multipliers: what sigma^(1) is defined by). A
-  diagnostic repeats the µE width check with the lm_head LR multiplied back by rho_d (mup's MuReadout form: the
-  plan scales the lm_head LR by 1/rho_d on top of its 1/rho_d output multiplier).
+  companion (FFN width d*, every matrix at sigma^(1), no multipliers: what sigma^(1) is defined by). The plan
+  uses its default ``readout_lr="mup"`` (lm_head LR not width-scaled; the 1/rho_d output multiplier alone scales
+  the readout update, mup's MuReadout). A diagnostic repeats the µE width check with ``readout_lr="blog"`` (the
+  worked example's lm_head LR x1/rho_d on top of the multiplier) and compares the logits per width.
 * overlay: 100 steps of the proxy and every target at the transferred LR, per parameterization.
 
 Seeds: model init and data order seed 0 (``--seeds`` averages the held-out loss over several before the fit);
@@ -413,8 +414,10 @@ def hf_config(shape: Shape, profile: Profile):
     )  # fmt: skip
 
 
-def mue_plan(shape: Shape, profile: Profile, lr: float, steps: int, convention: str = "ah"):
-    """The Complete-muE plan from the µE proxy tuned at ``lr`` to ``shape``."""
+def mue_plan(
+    shape: Shape, profile: Profile, lr: float, steps: int, convention: str = "ah", readout_lr: str = "mup"
+):
+    """The Complete-muE plan from the µE proxy tuned at ``lr`` to ``shape`` (``readout_lr``: the plan option)."""
     from hf_fundamentals.integrations.transformers.mue import dense_proxy_from_config, moe_target_from_config
     from hf_fundamentals.moe import TransferOptions, transfer_plan
 
@@ -424,7 +427,7 @@ def mue_plan(shape: Shape, profile: Profile, lr: float, steps: int, convention: 
         betas=BETAS, batch_tokens=tokens, steps=steps,
     )  # fmt: skip
     target = moe_target_from_config(hf_config(shape, profile), batch_tokens=tokens, steps=steps)
-    return transfer_plan(proxy, target, TransferOptions(h_act_convention=convention))
+    return transfer_plan(proxy, target, TransferOptions(h_act_convention=convention, readout_lr=readout_lr))
 
 
 def build_model(
@@ -435,11 +438,10 @@ def build_model(
     seed: int,
     steps: int,
     convention: str = "ah",
-    readout_lr_x_rho: bool = False,
+    readout_lr: str = "mup",
 ) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
-    """A fresh model and its AdamW param groups under SP or Complete-muE (``param``). ``readout_lr_x_rho``
-    (diagnostic only) multiplies the µE lm_head group's LR by rho_d, the mup ``MuReadout`` form in which the 1/rho_d
-    output multiplier alone scales the readout (the plan applies LR x1/rho_d on top of it)."""
+    """A fresh model and its AdamW param groups under SP or Complete-muE (``param``). ``readout_lr`` is the plan's
+    lm_head LR rule for µE ("mup": LR not width-scaled; "blog": LR x1/rho_d on top of the readout 1/rho_d)."""
     from transformers import AutoModelForCausalLM
 
     cfg = hf_config(shape, profile)
@@ -458,15 +460,10 @@ def build_model(
         raise ValueError(f"param must be one of {PARAMS}; got {param!r}")
     from hf_fundamentals.integrations.transformers.mue import apply_mue, complete_mue_config, mue_param_groups
 
-    plan = mue_plan(shape, profile, lr, steps, convention)
+    plan = mue_plan(shape, profile, lr, steps, convention, readout_lr)
     model = AutoModelForCausalLM.from_config(complete_mue_config(cfg, plan))
     apply_mue(model, plan, seed=seed)
-    groups = mue_param_groups(model, plan)
-    if readout_lr_x_rho:
-        for g in groups:
-            if g["name"] == "lm_head":
-                g["lr"] *= plan.rho_d
-    return model, groups
+    return model, mue_param_groups(model, plan)
 
 
 def schedule(steps: int, warmup_frac: float):
@@ -495,7 +492,14 @@ def train_run(spec: dict[str, Any], profile: Profile, data: dict[str, Any]) -> d
     shape = Shape(**{**spec["shape"], "axes": tuple(spec["shape"]["axes"])})
     steps = spec["steps"]
     model, groups = build_model(
-        shape, spec["param"], spec["lr"], profile, spec["seed"], steps, spec.get("convention", "ah")
+        shape,
+        spec["param"],
+        spec["lr"],
+        profile,
+        spec["seed"],
+        steps,
+        spec.get("convention", "ah"),
+        spec.get("readout_lr", "mup"),
     )
     opt = torch.optim.AdamW(groups, lr=spec["lr"], betas=BETAS, eps=EPS)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(steps, profile.warmup_frac))
@@ -584,9 +588,12 @@ class Runner:
     timings: dict[str, list[float]] = field(default_factory=dict)
 
     def spec(self, shape: Shape, param: str, lr: float, seed: int, *, steps: int, eval_every: int = 0,
-             convention: str = "ah") -> dict[str, Any]:  # fmt: skip
+             convention: str = "ah", readout_lr: str = "mup") -> dict[str, Any]:  # fmt: skip
+        """The run's full description (its cache key). µE runs carry the plan's ``readout_lr`` (runs cached
+        before the option, all under the blog rule, do not match); SP runs do not depend on it."""
         p = self.profile
-        return {
+        extra = {"readout_lr": readout_lr} if param == "mue" else {}
+        return extra | {
             "v": CACHE_VERSION, "shape": asdict(shape) | {"axes": []}, "param": param, "lr": lr, "seed": seed,
             "steps": steps, "batch": p.batch, "seq": p.seq, "layers": p.layers, "head_dim": p.head_dim,
             "eval_seqs": p.eval_seqs, "data": self.data["id"], "warmup_frac": p.warmup_frac,
@@ -654,10 +661,11 @@ def _coord_batches(data: dict[str, Any], profile: Profile, steps: int) -> list[t
 
 def _coord(
     shapes: Mapping[str, Shape], param: str, lr: float, profile: Profile, batches, key_name: str,
-    convention: str = "ah", plain: Sequence[str] = (), readout_lr_x_rho: bool = False,
+    convention: str = "ah", plain: Sequence[str] = (), readout_lr: str = "mup",
 ) -> CoordData:  # fmt: skip
     """Coordinate check of ``shapes`` (keys -> shapes) under ``param`` at proxy LR ``lr``; keys in ``plain`` are
-    built SP-style at the same LR whatever ``param`` is (the unit-expansion companion)."""
+    built SP-style at the same LR whatever ``param`` is (the unit-expansion companion); ``readout_lr`` is the µE
+    plan's lm_head LR rule."""
     factories, optimizers = {}, {}
     for key, shape in shapes.items():
         kind = "sp" if key in plain else param
@@ -665,7 +673,7 @@ def _coord(
 
         def factory(shape=shape, kind=kind, holder=holder):
             model, holder["groups"] = build_model(
-                shape, kind, lr, profile, 0, profile.steps, convention, readout_lr_x_rho
+                shape, kind, lr, profile, 0, profile.steps, convention, readout_lr
             )
             return model
 
@@ -676,7 +684,7 @@ def _coord(
     return coord_check(
         factories, batches, profile.coord_steps, optimizers, COORD_MODULES,
         meta={"key_name": key_name, "param": param, "lr": lr, "convention": convention,
-              "readout_lr_x_rho": readout_lr_x_rho},
+              "readout_lr": readout_lr if param == "mue" else None},
     )  # fmt: skip
 
 
@@ -692,11 +700,11 @@ def section_coord(profile: Profile, data: dict[str, Any], proxy_lr: Mapping[str,
         "before": spread_summary(out["data"]["width/sp"]),
         "after": spread_summary(out["data"]["width/mue"]),
     }
-    # diagnostic: the plan's lm_head LR x1/rho_d on top of the 1/rho_d output multiplier makes the effective
-    # readout update shrink as 1/rho_d^2; the same check with the lm_head LR put back by rho_d (mup MuReadout)
-    cd = _coord(widths, "mue", proxy_lr["mue"], profile, batches, "width d", readout_lr_x_rho=True)
-    out["data"]["width/mue_readout_lr_x_rho"] = cd
-    out["diagnostics"] = {"width_mue_readout_lr_x_rho": spread_summary(cd)}
+    # diagnostic: the same µE width check under readout_lr="blog" (the worked example's lm_head LR x1/rho_d on top
+    # of the 1/rho_d output multiplier: effective readout update ∝ 1/rho_d^2) against the plan's default "mup"
+    cd = _coord(widths, "mue", proxy_lr["mue"], profile, batches, "width d", readout_lr="blog")
+    out["data"]["width/mue_readout_lr_blog"] = cd
+    out["diagnostics"] = {"width_mue_readout_lr": readout_lr_comparison(out["data"]["width/mue"], cd)}
     # at fixed width across a, N, granularity; the dense proxy is a key
     for axis, shapes in profile.coord_axes.items():
         keyed = {"dense": PROXY} | {s.name: s for s in shapes}
@@ -738,6 +746,20 @@ def section_coord(profile: Profile, data: dict[str, Any], proxy_lr: Mapping[str,
         "cancels between MoE targets and the dense proxy (same spread without the companion); it shows only "
         "against the unit-expansion companion that defines sigma^(1).",
     }
+    return out
+
+
+def readout_lr_comparison(mup: CoordData, blog: CoordData) -> dict[str, Any]:
+    """The µE width check under ``readout_lr`` "mup" (the plan default) vs "blog": spread summaries, and the
+    logits (lm_head mean |x|) and block output per width at the last step."""
+    out: dict[str, Any] = {}
+    for rule, cd in (("mup", mup), ("blog", blog)):
+        g = cd.grouped()
+        out[rule] = {
+            "spread": spread_summary(cd),
+            "logits_last_step": {k: g.values[k]["lm_head"][-1] for k in g.keys},
+            "block_out_last_step": {k: g.values[k]["model.layers.*.mlp"][-1] for k in g.keys},
+        }
     return out
 
 
@@ -949,12 +971,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(
         table(rows, ["across", "SP", "muE", "SP last step", "muE last step", "SP worst at", "muE worst at"])
     )
-    diag = co["diagnostics"]["width_mue_readout_lr_x_rho"]
+    diag = co["diagnostics"]["width_mue_readout_lr"]
     print(
-        f"diagnostic, muE across widths with the lm_head LR x rho_d (mup MuReadout form): worst "
-        f"{diag['worst']:.3g} at {diag['worst_group']}, last step {diag['last_step_worst']:.3g} "
-        f"(plan as is: last step {co['spread']['width']['after']['last_step_worst']:.3g})"
+        "diagnostic, muE across widths by readout_lr (lm_head LR: mup unchanged = plan default, blog x1/rho_d)"
     )
+    for rule in ("mup", "blog"):
+        r = diag[rule]
+        logits = "/".join(f"{v:.3g}" for v in r["logits_last_step"].values())
+        print(
+            f"  readout_lr={rule}: worst {r['spread']['worst']:.3g} at {r['spread']['worst_group']}, last step "
+            f"{r['spread']['last_step_worst']:.3g} at {r['spread']['last_step_worst_group']}; logits at the last "
+            f"step {logits} (d={'/'.join(r['logits_last_step'])})"
+        )
     crow = [
         [c, v["worst_abs_log2_ratio"], v["block_out_spread_without_companion"]]
         for c, v in co["convention"]["measured"].items()
@@ -986,7 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pngs = [f"{stem}_sweeps.png", f"{stem}_overlay.png"]
     for key, cd in co["data"].items():
         name = f"{stem}_coord_{key.replace('/', '_')}.png"
-        extra = ", lm_head LR x rho_d (diagnostic)" if cd.meta.get("readout_lr_x_rho") else ""
+        extra = f", readout_lr {cd.meta['readout_lr']}" if cd.meta.get("readout_lr") else ""
         title = (
             f"coord check {key}: {PARAM_LABEL.get(cd.meta['param'], cd.meta['param'])}, proxy lr "
             f"{cd.meta['lr']:.3g}, H_act convention {cd.meta['convention']}{extra}"
@@ -1007,6 +1035,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "coord_check_batches": 1,
         },
         "hyperparameters": {
+            "mue_readout_lr": "mup",
             "init_std": INIT_STD,
             "weight_decay": WEIGHT_DECAY,
             "betas": list(BETAS),

@@ -56,6 +56,18 @@ def test_hff_mue_writes_the_plan_of_the_two_configs(tmp_path, capsys):
     )
     assert plan == want
     assert plan.rho_B == 2.0 and plan.forward_in_model.R == 2.0
+    assert plan.options.readout_lr == "mup" and plan.groups["lm_head"].lr_mult == 1
+
+
+def test_hff_mue_readout_lr_flag(tmp_path, capsys):
+    _configs(tmp_path)
+    assert main(_argv(tmp_path, "--readout_lr", "blog")) == 0
+    plan = Plan.from_json((tmp_path / "out" / "plan.json").read_text())
+    assert plan.options.readout_lr == "blog"
+    assert plan.groups["lm_head"].lr_mult == pytest.approx(1 / plan.rho_d) and plan.rho_d == 2.0
+    with pytest.raises(SystemExit):
+        main(_argv(tmp_path, "--readout_lr", "sp"))
+    assert "invalid choice" in capsys.readouterr().err
 
 
 def test_hff_mue_save_model_gives_a_model_that_loads_under_the_plan(tmp_path, capsys):

@@ -5,6 +5,10 @@ defaults tagged ``Proposed``):
 
 * width: ``rho_d = d/d*``; every hidden 2-D linear (attention, router, expert/shared/dense FFN, lm_head) gets
   LR ×1/rho_d and init std ×rho_d^-1/2 [BLOG worked example]; the LM-head output is multiplied by 1/rho_d.
+  The untied lm_head's LR follows ``TransferOptions.readout_lr``: "mup" (default, Proposed) leaves it unchanged,
+  as mup's MuReadout/MuAdam do (the readout has one infinite dimension; the 1/rho_d output multiplier alone gives
+  its 1/fan_in update), while "blog" applies the worked example's LR ×1/rho_d on top of the multiplier (effective
+  readout update ∝ 1/rho_d², measured by the coord check in ``benchmarks/complete_mue.py``).
 * MoE block: active width ``H_act = a·h + shared`` (or ``H`` for a dense FFN), output multiplier ``A = d/H_act``
   on the down-projection output, route scale ``R = a`` on the normalized routed sum (1 on shared/dense), and
   down-projection init ``σ_down = sqrt(H_act/d)·σ^(1)`` with an LR that does not depend on H [BLOG tuning menu].
@@ -44,6 +48,7 @@ GROUPS = (
     "vector",
 )
 EPS_WIDTH_RULES = ("mup", "none")
+READOUT_LR_RULES = ("mup", "blog")
 WD_COUPLINGS = ("keep_lr_wd", "none")
 H_ACT_CONVENTIONS = ("ah", "gate_up")
 
@@ -61,6 +66,9 @@ SOURCES = {
     "down": "[BLOG] tuning menu + 'under the hood': init sqrt(H_act/d)*sigma1, LR x1/rho_d with no H dependence",
     "shared_gate": f"{PROPOSED} (Qwen2-MoE shared_expert_gate d->1 treated like the router, brief §4.6)",
     "lm_head": "[BLOG] worked example, step 3: LM head LR x1/rho_d, init x rho_d^-1/2, output x1/rho_d",
+    "lm_head_mup": "Proposed: µP readout (mup MuReadout/MuAdam: one infinite dim, LR unchanged); the blog's LR "
+    "×1/rho_d on top of the 1/rho_d output multiplier shrinks readout updates as 1/rho_d², coord check in "
+    "benchmarks/complete_mue.py",
     "lm_head_tied": f"{PROPOSED} (tied weight follows the embedding rule; readout 1/rho_d stays a forward "
     "multiplier, mup MuSharedReadout, brief §7.2)",
     "readout": "[BLOG] worked example, step 3: LM-head / prediction-head output multiplier 1/rho_d",
@@ -230,18 +238,25 @@ class MoETarget:
 
 @dataclass(frozen=True, kw_only=True)
 class TransferOptions:
-    """Switches for the rules the sources leave open (all defaults are Proposed, brief §4.5-4.6, §6, §7.2)."""
+    """Switches for the rules the sources leave open (all defaults are Proposed, brief §4.5-4.6, §6, §7.2).
+
+    ``readout_lr`` (untied lm_head only; a tied one follows the embedding rule): "mup" leaves the lm_head LR, and
+    with it its wd/eps width coupling, unchanged (µP-Adam readout, one infinite dimension); "blog" gives it the
+    hidden-matrix LR ×1/rho_d (and wd ×rho_d / eps ×1/rho_d under keep_lr_wd / mup eps). Init ×rho_d^-1/2 and the
+    output multiplier 1/rho_d are the same under both."""
 
     eps_width_rule: str = "mup"
     wd_coupling: str = "keep_lr_wd"
     sigma0_gamma: float = 0.0
     fold_multipliers: bool = True
     h_act_convention: str = "ah"
+    readout_lr: str = "mup"
 
     def __post_init__(self) -> None:
         """Reject unknown option values by name."""
         for name, value, accepted in (
             ("eps_width_rule", self.eps_width_rule, EPS_WIDTH_RULES),
+            ("readout_lr", self.readout_lr, READOUT_LR_RULES),
             ("wd_coupling", self.wd_coupling, WD_COUPLINGS),
             ("h_act_convention", self.h_act_convention, H_ACT_CONVENTIONS),
         ):
@@ -344,7 +359,7 @@ class Plan:
         d = dict(data)
         d["proxy"] = DenseProxy(**d["proxy"])
         d["target"] = MoETarget(**d["target"])
-        d["options"] = TransferOptions(**d["options"])
+        d["options"] = TransferOptions(**_with_readout_lr(data["options"], data))
         d["global_hparams"] = GlobalHparams(**d["global_hparams"])
         d["forward"] = ForwardMultipliers(**d["forward"])
         d["forward_in_model"] = ForwardMultipliers(**d["forward_in_model"])
@@ -422,6 +437,27 @@ class Plan:
         return "\n".join(lines)
 
 
+def _with_readout_lr(options: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """Options of a plan dict, with ``readout_lr`` filled in for a dict that predates the option.
+
+    ``to_dict`` writes every field, so a dict without ``readout_lr`` was written before the option existed, when
+    the untied lm_head always took the blog's LR ×1/rho_d. Its stored lm_head row says which rule made it: LR mult
+    1 with rho_d != 1 is "mup", anything else (including rho_d = 1 or tied embeddings, where both rules give the
+    same numbers) loads as "blog", so the options never contradict the stored groups."""
+    options = dict(options)
+    if "readout_lr" in options:
+        return options
+    rule = "blog"
+    lm_head = plan.get("groups", {}).get("lm_head")
+    rho_d = plan.get("rho_d")
+    tied = plan.get("proxy", {}).get("tied_embeddings", False)
+    if lm_head is not None and rho_d not in (None, 1, 1.0) and not tied:
+        if math.isclose(lm_head.get("lr_mult", 0.0), 1.0, rel_tol=1e-9):
+            rule = "mup"
+    options["readout_lr"] = rule
+    return options
+
+
 def _fmt(x: float | None) -> str:
     """Compact number for the summary table."""
     return "-" if x is None else f"{x:.4g}"
@@ -472,6 +508,9 @@ def transfer_plan(proxy: DenseProxy, target: MoETarget, options: TransferOptions
         "no_moe_multiplier": SOURCES["no_moe_multiplier"],
         "eps_width": SOURCES["eps_width_mup" if options.eps_width_rule == "mup" else "eps_width_none"],
         "wd_coupling": SOURCES["wd_keep_lr_wd" if options.wd_coupling == "keep_lr_wd" else "wd_none"],
+        "readout_lr": SOURCES["lm_head_tied"]
+        if proxy.tied_embeddings
+        else SOURCES["lm_head_mup" if options.readout_lr == "mup" else "lm_head"],
         "sigma0": SOURCES["sigma0"],
         "depth": SOURCES["depth"],
     }
@@ -558,6 +597,10 @@ def transfer_plan(proxy: DenseProxy, target: MoETarget, options: TransferOptions
         notes.append(
             "tied embeddings: lm_head shares the embedding weight and rule; readout 1/rho_d stays in forward"
         )
+        if options.readout_lr == "blog":
+            notes.append(
+                "readout_lr='blog' has no effect with tied embeddings (the embedding rule sets the LR)"
+            )
 
     # per-group rules
     w_lr = 1.0 / rho_d
@@ -678,13 +721,21 @@ def transfer_plan(proxy: DenseProxy, target: MoETarget, options: TransferOptions
             source=SOURCES["lm_head_tied"],
         )
     else:
+        # "mup": the readout has one infinite dimension, so (like mup's MuAdamW and like the embedding here) its
+        # lr, and with it the lr-coupled width factors (keep_lr_wd's wd x rho_d, the mup eps x1/rho_d), stay
+        # unchanged; the 1/rho_d output multiplier alone gives the 1/fan_in effective update. "blog": LR x1/rho_d
+        # like a hidden matrix. Init x rho_d^-1/2 and the readout (folded here: c = 1/rho_d) under both.
+        blog = options.readout_lr == "blog"
+        mup_source = (
+            f"{SOURCES['lm_head_mup']}; init x rho_d^-1/2, output x1/rho_d: [BLOG] worked example, step 3"
+        )
         add(
             "lm_head",
-            width=True,
+            width=blog,
             init_mult=hidden_init,
             base_init=proxy.init_std,
             c=readout,
-            source=SOURCES["lm_head"],
+            source=SOURCES["lm_head"] if blog else mup_source,
         )
     add("vector", width=False, init_mult=1.0, base_init=None, c=None, source=SOURCES["vector"])
 

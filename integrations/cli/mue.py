@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hf_fundamentals.moe import EPS_WIDTH_RULES, H_ACT_CONVENTIONS, WD_COUPLINGS
+from hf_fundamentals.moe import EPS_WIDTH_RULES, H_ACT_CONVENTIONS, READOUT_LR_RULES, WD_COUPLINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wd_coupling", choices=WD_COUPLINGS, default="keep_lr_wd", help="wd across width")
     p.add_argument(
         "--h_act_convention", choices=H_ACT_CONVENTIONS, default="ah", help="how H_act counts SwiGLU"
+    )
+    p.add_argument(
+        "--readout_lr",
+        choices=READOUT_LR_RULES,
+        default="mup",
+        help="untied lm_head LR across width: mup = unchanged (µP readout), blog = x1/rho_d (worked example)",
     )
     p.add_argument("--sigma0_gamma", type=float, default=0.0, help="Bridge-II sigma0 knob (0: the identity)")
     p.add_argument(
@@ -107,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             sigma0_gamma=args.sigma0_gamma,
             fold_multipliers=not args.no_fold,
             h_act_convention=args.h_act_convention,
+            readout_lr=args.readout_lr,
         )
         plan = transfer_plan(proxy, target, options)
         new_cfg = complete_mue_config(target_cfg, plan) if args.save_model else None

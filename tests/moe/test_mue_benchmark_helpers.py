@@ -1,5 +1,5 @@
 """The pure helpers of benchmarks/complete_mue.py: the log2-LR lattice, grid extension until the optimum is
-bracketed (a simulated sweep recovers a known optimum far from the start), the drift table, the spread summary."""
+bracketed (a simulated sweep recovers a known optimum far from the start), the drift table, the spread summary, the readout_lr comparison."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from complete_mue import drift_table, grid_extension, initial_grid, snap, spread_summary  # noqa: E402
+from complete_mue import (  # noqa: E402
+    drift_table,
+    grid_extension,
+    initial_grid,
+    readout_lr_comparison,
+    snap,
+    spread_summary,
+)
 
 from hf_fundamentals.moe import TEN_PERCENT_LOG2, CoordData, fit_optimum  # noqa: E402
 
@@ -156,3 +163,25 @@ def test_spread_summary_skips_logits_at_init_only():
         1.0
     )
     assert spread_summary(data, skip_logits_at_init=False)["worst"] == pytest.approx(10.0)
+
+
+def _width_data(logits_128: float) -> CoordData:
+    return CoordData(
+        keys=["64", "128"],
+        modules=["model.layers.0.mlp", "lm_head"],
+        steps=2,
+        values={
+            "64": {"model.layers.0.mlp": [1.0, 1.0], "lm_head": [0.5, 2.0]},
+            "128": {"model.layers.0.mlp": [1.0, 1.5], "lm_head": [0.25, logits_128]},
+        },
+        losses={"64": [0.0] * 2, "128": [0.0] * 2},
+    )
+
+
+def test_readout_lr_comparison_reports_logits_and_block_per_width():
+    out = readout_lr_comparison(_width_data(2.0), _width_data(1.0))
+    assert out["mup"]["logits_last_step"] == {"64": 2.0, "128": 2.0}
+    assert out["blog"]["logits_last_step"] == {"64": 2.0, "128": 1.0}
+    assert out["blog"]["block_out_last_step"] == {"64": 1.0, "128": 1.5}
+    assert out["mup"]["spread"]["last_step_per_group"]["logits"] == pytest.approx(1.0)
+    assert out["blog"]["spread"]["last_step_per_group"]["logits"] == pytest.approx(2.0)

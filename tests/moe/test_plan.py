@@ -1,6 +1,7 @@
 """Complete-muE transfer plan: the blog's worked example, identity transfer, the batch/duration table, no MoE
-multiplier on lr/wd, multiplier folding (algebra and an AdamW run), JSON round trip, bad inputs, the γ knob, and
-the Bridge-I exactness claim (a dense SwiGLU FFN split into all-active experts with R = N) in pure torch."""
+multiplier on lr/wd, multiplier folding (algebra and an AdamW run), the readout LR rule ("mup" vs "blog", with a
+coordinate check across widths), JSON round trip, bad inputs, the γ knob, and the Bridge-I exactness claim (a
+dense SwiGLU FFN split into all-active experts with R = N) in pure torch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_fundamentals.moe import GROUPS, DenseProxy, MoETarget, Plan, TransferOptions, transfer_plan
+from hf_fundamentals.moe import (
+    GROUPS,
+    READOUT_LR_RULES,
+    SOURCES,
+    DenseProxy,
+    MoETarget,
+    Plan,
+    TransferOptions,
+    coord_check,
+    transfer_plan,
+)
 
 WIDTH_GROUPS = (
     "attention",
@@ -63,7 +74,7 @@ def _blog_target(**kw) -> MoETarget:
 
 
 def test_blog_worked_example_d128_to_d1024():
-    plan = transfer_plan(_proxy(), _blog_target())
+    plan = transfer_plan(_proxy(), _blog_target(), TransferOptions(readout_lr="blog"))
     assert plan.rho_d == 8
     assert plan.h_act == 9 * 1024
     assert plan.forward.A_routed == pytest.approx(1 / 9)
@@ -85,6 +96,15 @@ def test_blog_worked_example_d128_to_d1024():
         assert (g[name].lr_mult, g[name].init_std_mult, g[name].wd_mult, g[name].eps_mult) == (1, 1, 1, 1)
     assert "dense_up" not in g and "dense_down" not in g
     assert list(g) == [n for n in GROUPS if n in g]
+    assert g["lm_head"].source == SOURCES["lm_head"] and "[BLOG]" in g["lm_head"].source
+    # the default readout rule differs from the worked example on the lm_head LR only
+    default = transfer_plan(_proxy(), _blog_target())
+    assert default.options.readout_lr == "mup"
+    assert default.groups["lm_head"].lr_mult == 1
+    assert {k: v for k, v in default.groups.items() if k != "lm_head"} == {
+        k: v for k, v in g.items() if k != "lm_head"
+    }
+    assert default.forward == plan.forward and default.forward_in_model == plan.forward_in_model
 
 
 def test_blog_large_run_hparams_fixed_batch_steps_x4():
@@ -318,16 +338,189 @@ def test_folding_is_exact_under_adamw():
 
 
 def test_eps_and_wd_switches():
-    mup = transfer_plan(_proxy(), _blog_target())
-    none = transfer_plan(_proxy(), _blog_target(), TransferOptions(eps_width_rule="none", wd_coupling="none"))
+    mup = transfer_plan(_proxy(), _blog_target(), TransferOptions(readout_lr="blog"))
+    none = transfer_plan(
+        _proxy(),
+        _blog_target(),
+        TransferOptions(eps_width_rule="none", wd_coupling="none", readout_lr="blog"),
+    )
     for name in WIDTH_GROUPS:
         if name in mup.groups:
             assert mup.groups[name].eps_mult == pytest.approx(1 / 8), name
             assert mup.groups[name].wd_mult == pytest.approx(8), name
             assert none.groups[name].eps_mult == 1 and none.groups[name].wd_mult == 1, name
+    # under readout_lr="mup" the lm_head LR is not width-scaled, so neither are its lr-coupled wd and eps
+    for options in (TransferOptions(), TransferOptions(eps_width_rule="none", wd_coupling="none")):
+        lm = transfer_plan(_proxy(), _blog_target(), options).groups["lm_head"]
+        assert (lm.lr_mult, lm.wd_mult, lm.eps_mult) == (1, 1, 1), options
     # keep_lr_wd: the per-step decay lr·wd of hidden matrices is width-invariant
     r = mup.groups["attention"]
     assert r.lr_mult * r.wd_mult == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- the readout LR rule
+
+
+def test_readout_lr_mup_keeps_the_lm_head_lr_and_its_lr_coupled_factors():
+    """Untied, rho_d = 8: "mup" leaves lr, wd and eps of lm_head at the proxy's (relative mult 1), keeps init
+    x rho_d^-1/2 and the readout 1/8; folded, c = 1/8 gives lr = global lr / 8, init x1/8, wd and eps x8."""
+    plain = transfer_plan(_proxy(), _blog_target(), TransferOptions(fold_multipliers=False))
+    fold = transfer_plan(_proxy(), _blog_target())
+    assert READOUT_LR_RULES == ("mup", "blog") and fold.options.readout_lr == "mup"
+    gl = fold.global_hparams
+    for plan in (plain, fold):
+        lm = plan.groups["lm_head"]
+        assert (lm.lr_mult, lm.wd_mult, lm.eps_mult) == (1, 1, 1)
+        assert lm.init_std_mult == pytest.approx(1 / math.sqrt(8))
+        assert plan.forward.readout == pytest.approx(1 / 8)
+        assert lm.source.startswith(SOURCES["lm_head_mup"])
+        assert plan.sources["readout_lr"] == SOURCES["lm_head_mup"]
+        assert "MuReadout" in lm.source and "1/rho_d²" in lm.source
+    u = plain.groups["lm_head"]
+    assert u.fold is None and plain.forward_in_model.readout == pytest.approx(1 / 8)
+    assert (u.lr, u.weight_decay, u.eps) == (gl.lr, gl.weight_decay, gl.eps)
+    assert u.init_std == pytest.approx(1e-2 / math.sqrt(8))
+    f = fold.groups["lm_head"]
+    c = 1 / 8
+    assert f.fold == pytest.approx(c) and fold.forward_in_model.readout == 1.0
+    assert f.lr == pytest.approx(gl.lr * c)
+    assert f.init_std == pytest.approx(1e-2 / math.sqrt(8) * c)
+    assert f.weight_decay == pytest.approx(gl.weight_decay / c)
+    assert f.eps == pytest.approx(gl.eps / c)
+
+
+def test_readout_lr_blog_is_the_worked_example_lm_head():
+    """ "blog": lm_head like a hidden matrix, LR x1/8 (wd x8, eps x1/8), on top of the readout 1/8; folded, the
+    absolute LR is global lr / 64, i.e. the effective readout update shrinks as 1/rho_d^2."""
+    plain = transfer_plan(
+        _proxy(), _blog_target(), TransferOptions(fold_multipliers=False, readout_lr="blog")
+    )
+    fold = transfer_plan(_proxy(), _blog_target(), TransferOptions(readout_lr="blog"))
+    gl = fold.global_hparams
+    u, f = plain.groups["lm_head"], fold.groups["lm_head"]
+    assert (u.lr_mult, u.wd_mult, u.eps_mult) == pytest.approx((1 / 8, 8, 1 / 8))
+    assert u.init_std_mult == pytest.approx(1 / math.sqrt(8))
+    assert plain.forward.readout == pytest.approx(1 / 8)
+    assert u.source == SOURCES["lm_head"] and fold.sources["readout_lr"] == SOURCES["lm_head"]
+    assert f.lr == pytest.approx(gl.lr / 64)
+    assert f.weight_decay == pytest.approx(gl.weight_decay * 64)
+    assert f.eps == pytest.approx(gl.eps)
+    assert f.init_std == pytest.approx(1e-2 / math.sqrt(8) / 8)
+    # the lr*wd product (per-step decay) is the same under both rules
+    mup = transfer_plan(_proxy(), _blog_target()).groups["lm_head"]
+    assert f.lr * f.weight_decay == pytest.approx(mup.lr * mup.weight_decay)
+
+
+def test_readout_lr_does_not_touch_a_tied_lm_head_or_an_identity_transfer():
+    for rule in READOUT_LR_RULES:
+        tied = transfer_plan(_proxy(tied_embeddings=True), _blog_target(), TransferOptions(readout_lr=rule))
+        lm = tied.groups["lm_head"]
+        assert (lm.lr_mult, lm.init_std_mult, lm.wd_mult, lm.eps_mult) == (1, 1, 1, 1), rule
+        assert lm.source == SOURCES["lm_head_tied"] and tied.sources["readout_lr"] == SOURCES["lm_head_tied"]
+        assert tied.forward_in_model.readout == pytest.approx(1 / 8)
+    blog_tied = transfer_plan(
+        _proxy(tied_embeddings=True), _blog_target(), TransferOptions(readout_lr="blog")
+    )
+    mup_tied = transfer_plan(_proxy(tied_embeddings=True), _blog_target())
+    assert blog_tied.groups == mup_tied.groups
+    assert any("no effect" in n for n in blog_tied.notes)
+    proxy = _proxy()
+    same = MoETarget.dense(d=128, ffn_width=128, batch_tokens=proxy.batch_tokens, steps=proxy.steps)
+    a = transfer_plan(proxy, same, TransferOptions(readout_lr="blog")).groups["lm_head"]
+    b = transfer_plan(proxy, same).groups["lm_head"]
+    assert (a.lr, a.init_std, a.weight_decay, a.eps) == (b.lr, b.init_std, b.weight_decay, b.eps)
+
+
+class _Scale(torch.nn.Module):
+    """A forward multiplier as a module, so the coordinate check records the model's output after it."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c * x
+
+
+class _ToyLM(torch.nn.Module):
+    """Input layer (embedding rule, fixed fan-in), one hidden width x width matrix (the hidden rule), readout to a
+    fixed fan-out (lm_head rule, with the readout multiplier the plan leaves in the forward)."""
+
+    def __init__(self, width: int, plan: Plan, d_in: int, d_out: int) -> None:
+        super().__init__()
+        g = plan.groups
+        self.inp = torch.nn.Linear(d_in, width, bias=False)
+        self.hid = torch.nn.Linear(width, width, bias=False)
+        self.out = torch.nn.Linear(width, d_out, bias=False)
+        self.logits = _Scale(plan.forward_in_model.readout)
+        with torch.no_grad():
+            self.inp.weight.normal_(0.0, g["embedding"].init_std)
+            self.hid.weight.normal_(0.0, g["attention"].init_std)
+            self.out.weight.normal_(0.0, g["lm_head"].init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.out(F.relu(self.hid(F.relu(self.inp(x))))))
+
+    def param_groups(self, plan: Plan) -> list[dict]:
+        rows = (("embedding", self.inp), ("attention", self.hid), ("lm_head", self.out))
+        return [
+            {
+                "params": [m.weight],
+                "lr": plan.groups[g].lr,
+                "weight_decay": plan.groups[g].weight_decay,
+                "eps": plan.groups[g].eps,
+            }
+            for g, m in rows
+        ]
+
+
+def _readout_coord_check(rule: str, fold: bool, widths=(64, 128, 256, 512), steps: int = 6):
+    """Train the toy at each width for ``steps`` AdamW steps under the plan from d* = 64 (absolute lr/wd/eps/init
+    from the plan) on a linear teacher, recording the mean |output| and the hidden activations."""
+    d_in, d_out, base = 16, 4, widths[0]
+    proxy = DenseProxy(
+        d=base, ffn_width=base, lr=0.02, weight_decay=0.0, init_std=0.05, batch_tokens=128, steps=steps
+    )
+    options = TransferOptions(readout_lr=rule, fold_multipliers=fold)
+    plans = {
+        w: transfer_plan(proxy, MoETarget.dense(d=w, ffn_width=w, batch_tokens=128, steps=steps), options)
+        for w in widths
+    }
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(d_in, d_out, generator=g) / math.sqrt(d_in)
+    xs = [torch.randn(128, d_in, generator=g) for _ in range(steps)]
+    batches = [(x, x @ teacher) for x in xs]
+    return coord_check(
+        {w: (lambda w=w: _ToyLM(w, plans[w], d_in, d_out)) for w in widths},
+        batches,
+        steps,
+        {w: (lambda m, w=w: torch.optim.AdamW(m.param_groups(plans[w]))) for w in widths},
+        ["hid", "logits"],
+        loss_fn=lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(),
+    )
+
+
+def test_readout_lr_mup_keeps_the_output_scale_across_widths_and_blog_shrinks_it():
+    """Coordinate check on a toy LM-like MLP across d = 64..512 (rho_d up to 8) with the plan's AdamW values: the
+    hidden activations are flat under both rules; the output at the last step is flat under "mup" (spread
+    < 1.5, the brief's pass threshold) and falls with width under "blog" (its readout update is ∝ 1/rho_d²
+    on top of an init term ∝ 1/rho_d): monotonically, to below 1/sqrt(8) of the d* value at rho_d = 8."""
+    mup = _readout_coord_check("mup", fold=False)
+    blog = _readout_coord_check("blog", fold=False)
+    for data in (mup, blog):
+        assert data.spread(["hid"]).worst < 1.5
+    assert mup.spread(["logits"], steps=[-1]).worst < 1.5
+    assert mup.values["64"]["logits"][-1] > 0.3  # trained: the output grew from its init scale (~0.1)
+    ratios = blog.ratio_to("64", "logits", step=-1)
+    shrink = [ratios[str(w)] for w in (64, 128, 256, 512)]
+    assert all(a > b for a, b in zip(shrink, shrink[1:], strict=False)), shrink
+    assert shrink[-1] < 1 / math.sqrt(8), shrink
+    assert blog.spread(["logits"], steps=[-1]).worst > 2.5
+    # folding (init x c, lr x c, wd and eps x 1/c, readout 1 in the forward) trains the same outputs
+    folded = _readout_coord_check("mup", fold=True)
+    for w in mup.keys:
+        for module in ("hid", "logits"):
+            assert folded.values[w][module] == pytest.approx(mup.values[w][module], rel=1e-4), (w, module)
 
 
 def test_sigma0_gamma_moves_lr_in_the_documented_direction():
@@ -376,6 +569,32 @@ def test_json_round_trip_is_exact():
     assert isinstance(back.proxy.betas, tuple) and isinstance(back.notes, tuple)
     with pytest.raises(ValueError, match="unknown keys"):
         Plan.from_dict({**json.loads(text), "extra": 1})
+    for rule in READOUT_LR_RULES:
+        p = transfer_plan(_proxy(), _blog_target(), TransferOptions(readout_lr=rule))
+        assert p.to_dict()["options"]["readout_lr"] == rule
+        assert Plan.from_json(p.to_json()) == p
+
+
+def test_a_plan_dict_from_before_readout_lr_loads_by_its_stored_lm_head_rule():
+    """``to_dict`` always writes ``readout_lr``; a dict without it predates the option (the blog LR rule was the
+    only one). It loads as "blog", unless its stored lm_head row shows the LR was not scaled (then "mup"), so the
+    options never contradict the stored groups."""
+
+    def without(plan: Plan) -> dict:
+        data = json.loads(plan.to_json())
+        del data["options"]["readout_lr"]
+        return data
+
+    blog = transfer_plan(_proxy(), _blog_target(), TransferOptions(readout_lr="blog"))
+    mup = transfer_plan(_proxy(), _blog_target())
+    assert Plan.from_dict(without(blog)) == blog
+    assert Plan.from_dict(without(mup)) == mup
+    proxy = _proxy()
+    identity = transfer_plan(
+        proxy, MoETarget.dense(d=128, ffn_width=128, batch_tokens=proxy.batch_tokens, steps=proxy.steps)
+    )
+    assert Plan.from_dict(without(identity)).options.readout_lr == "blog"  # rho_d = 1: the rules agree
+    assert TransferOptions().readout_lr == "mup"  # a fresh TransferOptions takes the new default
 
 
 def test_summary_is_a_readable_table():
@@ -413,6 +632,7 @@ def test_summary_is_a_readable_table():
         (lambda: TransferOptions(eps_width_rule="adam"), "eps_width_rule"),
         (lambda: TransferOptions(wd_coupling="x"), "wd_coupling"),
         (lambda: TransferOptions(h_act_convention="gate"), "h_act_convention"),
+        (lambda: TransferOptions(readout_lr="sp"), "readout_lr"),
         (lambda: TransferOptions(sigma0_gamma=float("inf")), "sigma0_gamma"),
         (
             lambda: MoETarget(
