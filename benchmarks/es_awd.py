@@ -258,8 +258,43 @@ def _ratio(runs: dict, key: str, a: str, b: str) -> float | None:
     return None
 
 
+def at_target(history: list[dict], target: float, key: str) -> float | None:
+    """``key`` interpolated linearly at the first check where the run's target metric reaches ``target``
+    (None if it never does): the other run's cost measured at equal target reward."""
+    prev = None
+    for row in history:
+        if row.get("target") is None or row.get(key) is None:
+            continue
+        if row["target"] >= target:
+            if prev is None or row["target"] == prev["target"]:
+                return float(row[key])
+            w = (target - prev["target"]) / (row["target"] - prev["target"])
+            return float(prev[key] + w * (row[key] - prev[key]))
+        prev = row
+    return None
+
+
+def equal_target_ratios(results: dict[str, Any], path: Path, run: str, ref: str) -> None:
+    """KL and drift of ``run`` at its final target over ``ref``'s KL and drift where ``ref`` first reached it."""
+    files = {n: path.with_name(f"es_awd_{n}.json") for n in (run, ref)}
+    if (
+        run not in results["runs"]
+        or ref not in results["runs"]
+        or not all(f.exists() for f in files.values())
+    ):
+        return
+    target = results["runs"][run]["target_reward"]
+    ref_hist = json.loads(files[ref].read_text())["history"]
+    for key, name in (("kl_to_base", "kl"), ("drift_global", "drift")):
+        there = at_target(ref_hist, target, key)
+        ours = results["runs"][run]["kl_to_base" if key == "kl_to_base" else "weight_drift"]
+        results[f"{name}_ratio_{run}_vs_{ref}_at_equal_target"] = ours / there if there else None
+
+
 def write_report(results: dict[str, Any], path: Path) -> None:
     runs = results["runs"]
+    equal_target_ratios(results, path, "es_awd", "es")
+    equal_target_ratios(results, path, "es_awd", "es_large")
     results["kl_ratio_awd_vs_es"] = _ratio(runs, "kl_to_base", "es_awd", "es")
     results["drift_ratio_awd_vs_es"] = _ratio(runs, "weight_drift", "es_awd", "es")
     results["drift_ratio_awd_vs_es_large"] = _ratio(runs, "weight_drift", "es_awd", "es_large")
@@ -280,7 +315,9 @@ def write_report(results: dict[str, Any], path: Path) -> None:
     print(table(rows, header))
     for key in ("kl_ratio_awd_vs_es", "drift_ratio_awd_vs_es", "drift_ratio_awd_vs_es_large",
                 "kl_ratio_awd_vs_es_large", "rollout_ratio_awd_vs_es_large", "kl_ratio_grpo_awd_vs_grpo",
-                "drift_ratio_grpo_awd_vs_grpo"):  # fmt: skip
+                "drift_ratio_grpo_awd_vs_grpo", "kl_ratio_es_awd_vs_es_at_equal_target",
+                "drift_ratio_es_awd_vs_es_at_equal_target", "kl_ratio_es_awd_vs_es_large_at_equal_target",
+                "drift_ratio_es_awd_vs_es_large_at_equal_target"):  # fmt: skip
         if results.get(key) is not None:
             print(f"{key}: {results[key]:.3f}")
     plot(runs, path.parent)

@@ -4,8 +4,10 @@ python examples/es_with_awd.py                 # embedded SmolLM2-135M, 20 ES it
 python examples/es_with_awd.py --no_awd        # the same run without anchored weight decay
 
 Task: two-digit addition with a 3-shot prefix. The reward is a TRL-style function (prompts, completions,
-**columns) -> list[float]; here 1 for an exact greedy answer, else half the fraction of digits right. ES
-perturbs only the MLP down-projections (``params_to_perturb``), the cheapest slice that still learns on CPU.
+**columns) -> list[float]; here the teacher-forced mean log-probability of the right answer under the member
+being scored (the closure reads the model, which ES has perturbed in place). An exact-match reward works the
+same way but with 4 members and 8 prompts most members tie, and tied rewards give a zero step. ES perturbs only
+the MLP down-projections (``params_to_perturb``), the cheapest slice that still learns on CPU.
 ``DriftMonitorCallback`` logs ‖θ − θ0‖, the KL to the base model on its own continuations of a few
 sentences, and a prior-task probe every 5 iterations, and writes ``drift_history.json`` and a plot.
 ``benchmarks/es_awd.py`` is the measured, longer version of this run.
@@ -14,6 +16,7 @@ sentences, and a prior-task probe every 5 iterations, and writes ``drift_history
 import argparse
 import random
 
+import torch
 from datasets import Dataset
 
 from hf_fundamentals.integrations.hub import load_model
@@ -25,15 +28,23 @@ SHOTS = "3+4=7\n12+25=37\n40+18=58\n"
 SENTENCES = ["The history of the printing press", "A recipe for bread needs", "The moon orbits the earth and"]
 
 
-def digit_credit(prompts, completions, answer, **_):
-    """1.0 for the exact answer, else 0.5 × the fraction of digits right in place."""
-    out = []
-    for completion, ans in zip(completions, answer, strict=True):
-        got = completion.strip().split("\n")[0].strip()
-        out.append(
-            1.0 if got == ans else 0.5 * sum(a == b for a, b in zip(got, ans, strict=False)) / len(ans)
-        )
-    return out
+def answer_logprob_reward(model, tokenizer):
+    """A reward that scores the right answer by teacher forcing: mean log p(answer tokens | prompt)."""
+
+    @torch.no_grad()
+    def answer_logprob(prompts, completions, answer, **_):
+        starts = [len(tokenizer(p)["input_ids"]) for p in prompts]
+        enc = tokenizer([p + a for p, a in zip(prompts, answer, strict=True)], return_tensors="pt",
+                        padding=True, padding_side="right")  # fmt: skip
+        logp = torch.log_softmax(model(**enc).logits[:, :-1].float(), -1)
+        token_lp = logp.gather(-1, enc["input_ids"][:, 1:, None]).squeeze(-1)
+        ends = enc["attention_mask"].sum(1).tolist()
+        return [
+            float(token_lp[i, s - 1 : e - 1].mean())
+            for i, (s, e) in enumerate(zip(starts, ends, strict=True))
+        ]
+
+    return answer_logprob
 
 
 def main() -> None:
@@ -46,6 +57,7 @@ def main() -> None:
     rows = [(rng.randint(10, 99), rng.randint(10, 99)) for _ in range(200)]
     data = Dataset.from_list([{"prompt": f"{SHOTS}{a}+{b}=", "answer": str(a + b)} for a, b in rows])
     model, tokenizer = load_model("embedded")  # or any causal LM: load_model("Qwen/Qwen2.5-0.5B-Instruct")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
 
     monitor = DriftMonitorCallback(every=5, kl_prompts=SENTENCES, kl_max_new_tokens=16, kl_estimator="exact",
                                    plot_path="runs/es_example/drift.png")  # fmt: skip
@@ -60,7 +72,7 @@ def main() -> None:
         sigma=2e-3,
         alpha=1e-3,
         params_to_perturb=r"mlp\.down_proj",
-        generation_kwargs={"max_new_tokens": 5, "do_sample": False},
+        generation_kwargs={"max_new_tokens": 1, "do_sample": False},  # the reward does not read completions
         logging_steps=5,
         save_strategy="no",
         report_to=[],
@@ -68,7 +80,7 @@ def main() -> None:
         seed=0,
     )
     trainer = ESTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                        reward_funcs=[digit_credit], callbacks=callbacks)  # fmt: skip
+                        reward_funcs=[answer_logprob_reward(model, tokenizer)], callbacks=callbacks)  # fmt: skip
     trainer.train()
     for row in monitor.history:
         print(f"step {row['step']:3d}  drift {row['drift_global']:.3f}  KL to base {row['kl_to_base']:.2e}")
