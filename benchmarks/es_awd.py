@@ -291,8 +291,62 @@ def equal_target_ratios(results: dict[str, Any], path: Path, run: str, ref: str)
         results[f"{name}_ratio_{run}_vs_{ref}_at_equal_target"] = ours / there if there else None
 
 
+def import_partial(name: str, args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """The row of an ES run stopped before ``--es_steps`` (to fit a time budget), rebuilt from the drift history
+    its monitor wrote at every check; marked ``partial`` with the step it reached."""
+    from hf_fundamentals.integrations.transformers.drift import drift_signals
+
+    data = json.loads((Path(args.work_dir) / name / "drift_history.json").read_text())
+    hist, every = data["history"], data["every"]
+    signals = drift_signals(hist, every)
+    population = args.population * (4 if name == "es_large" else 1)
+    last, steps = hist[-1], hist[-1]["step"]
+    row = {
+        "method": "ES", "awd_lambda": 0.0, "awd_shrink_per_step": 0.0, "steps": steps, "partial": True,
+        "planned_steps": args.es_steps, "rollouts": population * args.prompts_per_step * steps,
+        "target_reward": last["target"], "target_reward_start": hist[0]["target"],
+        "best_target": signals["best_target"], "kl_to_base": last["kl_to_base"], "weight_drift": last["drift_global"],
+        "weight_drift_relative": last["drift_relative"], "prior_next_token_acc": last["probe/next_token_acc"],
+        "prior_next_token_acc_start": hist[0]["probe/next_token_acc"],
+        "monitor": {k: signals[k] for k in ("t_val", "t_forget", "max_forgetting", "warning", "recovery",
+                                             "recovery_step")},
+        "seconds": None,
+        "settings": {"population": population, "sigma": args.sigma, "alpha": args.alpha, "perturb": args.perturb,
+                     "reward": args.es_reward, "prompts_per_step": args.prompts_per_step},
+    }  # fmt: skip
+    curves = {
+        "history": [{k: v for k, v in r.items() if k != "drift_per_layer"} for r in hist],
+        "train_reward": [],
+    }
+    path.with_name(f"es_awd_{name}.json").write_text(
+        json.dumps({"run": name, **row, **curves}, indent=1, default=float)
+    )
+    return row
+
+
+def equal_step_comparison(results: dict[str, Any], path: Path) -> None:
+    """KL, drift and target of the three ES runs at the last check step all of them reached (equal iterations)."""
+    files = {n: path.with_name(f"es_awd_{n}.json") for n in ES_RUNS}
+    if not all(n in results["runs"] and f.exists() for n, f in files.items()):
+        return
+    hists = {n: {r["step"]: r for r in json.loads(f.read_text())["history"]} for n, f in files.items()}
+    step = max(set.intersection(*(set(h) for h in hists.values())))
+    at = {n: {"target": h[step]["target"], "kl_to_base": h[step]["kl_to_base"], "weight_drift": h[step]["drift_global"],
+              "prior_next_token_acc": h[step]["probe/next_token_acc"],
+              "rollouts": results["runs"][n]["rollouts"] // results["runs"][n]["steps"] * step}
+          for n, h in hists.items()}  # fmt: skip
+    out = {"step": step, "runs": at}
+    for other in ("es", "es_large"):
+        for key, name in (("kl_to_base", "kl"), ("weight_drift", "drift"), ("rollouts", "rollout")):
+            out[f"{name}_ratio_awd_vs_{other}"] = (
+                at["es_awd"][key] / at[other][key] if at[other][key] else None
+            )
+    results["at_equal_step"] = out
+
+
 def write_report(results: dict[str, Any], path: Path) -> None:
     runs = results["runs"]
+    equal_step_comparison(results, path)
     equal_target_ratios(results, path, "es_awd", "es")
     equal_target_ratios(results, path, "es_awd", "es_large")
     results["kl_ratio_awd_vs_es"] = _ratio(runs, "kl_to_base", "es_awd", "es")
@@ -300,6 +354,10 @@ def write_report(results: dict[str, Any], path: Path) -> None:
     results["drift_ratio_awd_vs_es_large"] = _ratio(runs, "weight_drift", "es_awd", "es_large")
     results["kl_ratio_awd_vs_es_large"] = _ratio(runs, "kl_to_base", "es_awd", "es_large")
     results["rollout_ratio_awd_vs_es_large"] = _ratio(runs, "rollouts", "es_awd", "es_large")
+    if runs.get("es_large", {}).get("partial"):  # final rows at different steps: see at_equal_step instead
+        for key in ("drift_ratio_awd_vs_es_large", "kl_ratio_awd_vs_es_large", "rollout_ratio_awd_vs_es_large",
+                    "kl_ratio_es_awd_vs_es_large_at_equal_target", "drift_ratio_es_awd_vs_es_large_at_equal_target"):  # fmt: skip
+            results[key] = None
     results["kl_ratio_grpo_awd_vs_grpo"] = _ratio(runs, "kl_to_base", "grpo_awd", "grpo")
     results["drift_ratio_grpo_awd_vs_grpo"] = _ratio(runs, "weight_drift", "grpo_awd", "grpo")
     path.write_text(json.dumps(results, indent=1, default=float))
@@ -313,6 +371,16 @@ def write_report(results: dict[str, Any], path: Path) -> None:
                      f"{r['prior_next_token_acc_start']:.4f}→{r['prior_next_token_acc']:.4f}", m["t_val"],
                      m["t_forget"], "-" if m["recovery"] is None else f"{m['recovery']:.2f}", r["seconds"]])  # fmt: skip
     print(table(rows, header))
+    if "at_equal_step" in results:
+        eq = results["at_equal_step"]
+        print(
+            f"at step {eq['step']} (all ES runs): "
+            + ", ".join(
+                f"{n}: EM {r['target']:.3f} KL {r['kl_to_base']:.4g} drift {r['weight_drift']:.4g}"
+                for n, r in eq["runs"].items()
+            )
+        )
+        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in eq.items() if k.endswith(("_es", "_es_large")) and v))  # fmt: skip
     for key in ("kl_ratio_awd_vs_es", "drift_ratio_awd_vs_es", "drift_ratio_awd_vs_es_large",
                 "kl_ratio_awd_vs_es_large", "rollout_ratio_awd_vs_es_large", "kl_ratio_grpo_awd_vs_grpo",
                 "drift_ratio_grpo_awd_vs_grpo", "kl_ratio_es_awd_vs_es_at_equal_target",
@@ -352,6 +420,8 @@ def plot(runs: dict[str, Any], where: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="*", default=[], choices=ES_RUNS + GRPO_RUNS)
+    p.add_argument("--import_partial", nargs="*", default=[], choices=ES_RUNS,
+                   help="add ES runs stopped early from their drift_history.json (see import_partial)")  # fmt: skip
     p.add_argument(
         "--report", action="store_true", help="only print the table and plot from the results file"
     )
@@ -403,6 +473,8 @@ def main() -> None:
             settings=settings, machine=machine(), seed=args.seed,
         )  # fmt: skip
         write_report(results, path)
+    for name in args.import_partial:
+        results["runs"][name] = import_partial(name, args, path)
     if args.report or not args.runs:
         write_report(results, path)
 
