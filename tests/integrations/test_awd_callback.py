@@ -102,3 +102,34 @@ def test_flags_add_the_callback():
         HffArguments(awd_lambda=1.0)
     with pytest.raises(ValueError, match="--hff_awd 'l3'"):
         HffArguments(hff_awd="l3")
+
+
+def test_grpo_step_is_the_closed_form(tmp_path):
+    """Inside TRL's GRPOTrainer (SGD, one step): the AWD run ends at θ0 + (1 − lr·λ)(θ_plain − θ0)."""
+    import es_dist_worker as tiny
+    from trl import GRPOConfig, GRPOTrainer
+
+    def longer(prompts, completions, **_):  # any reward that differs between completions
+        return [float(sum(map(ord, c)) % 97) for c in completions]
+
+    def grpo(out, callbacks):
+        args = GRPOConfig(output_dir=str(out), max_steps=1, learning_rate=0.05, optim="sgd", per_device_train_batch_size=4,
+                          num_generations=4, max_completion_length=6, lr_scheduler_type="constant", warmup_steps=0,
+                          weight_decay=0.0, max_grad_norm=0.0, beta=0.0, report_to=[], use_cpu=True, save_strategy="no",
+                          logging_steps=1, seed=0, disable_tqdm=True)  # fmt: skip
+        data = Dataset.from_dict({"prompt": ["ab", "cd", "ef", "gh"]})
+        return GRPOTrainer(model=tiny.model(), args=args, reward_funcs=[longer], train_dataset=data,
+                           processing_class=tiny.tokenizer(), callbacks=callbacks)  # fmt: skip
+
+    start = weights(grpo(tmp_path / "s", []))
+    plain = grpo(tmp_path / "p", [])
+    plain.train()
+    awd = grpo(tmp_path / "a", [AnchoredWeightDecayCallback(lam=2.0)])
+    awd.train()
+    moved = 0
+    for name, p1 in weights(plain).items():
+        moved += int(not torch.equal(p1, start[name]))
+        torch.testing.assert_close(weights(awd)[name], start[name] + 0.9 * (p1 - start[name]), atol=1e-6, rtol=1e-5,
+                                   msg=name)  # fmt: skip
+    assert moved > 0  # the GRPO step changed weights, so the comparison is not vacuous
+    assert awd.state.log_history[0]["awd/shrink"] == pytest.approx(0.1)
