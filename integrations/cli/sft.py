@@ -115,6 +115,11 @@ def run(script_args, training_args, model_args, dataset_args, hff_args) -> None:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     if Version(transformers.__version__) >= Version("5.18.0"):
         trainer.end()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # leave the group before exit: a rank torn down by
+        dist.barrier()  # interpreter exit can hang in gloo after its work is done (seen once in CI)
+        dist.destroy_process_group()
 
 
 def _subtract_subsequence(items: list[str], subsequence: list[str]) -> list[str]:
