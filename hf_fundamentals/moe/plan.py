@@ -633,34 +633,17 @@ def transfer_plan(proxy: DenseProxy, target: MoETarget, options: TransferOptions
             source=source,
         )
 
+    def add_hidden(name: str, source: str) -> None:
+        """A hidden matrix with fan-in d: the width factors, the plain µP init, nothing to fold."""
+        add(name, width=True, init_mult=hidden_init, base_init=proxy.init_std, c=None, source=source)
+
     add(
         "embedding", width=False, init_mult=1.0, base_init=proxy.init_std, c=None, source=SOURCES["embedding"]
     )
-    add(
-        "attention",
-        width=True,
-        init_mult=hidden_init,
-        base_init=proxy.init_std,
-        c=None,
-        source=SOURCES["attention"],
-    )
+    add_hidden("attention", SOURCES["attention"])
     if not target.is_dense:
-        add(
-            "router",
-            width=True,
-            init_mult=hidden_init,
-            base_init=proxy.init_std,
-            c=None,
-            source=SOURCES["router"],
-        )
-        add(
-            "expert_gate_up",
-            width=True,
-            init_mult=hidden_init,
-            base_init=proxy.init_std,
-            c=None,
-            source=SOURCES["up"],
-        )
+        add_hidden("router", SOURCES["router"])
+        add_hidden("expert_gate_up", SOURCES["up"])
         add(
             "expert_down",
             width=True,
@@ -670,14 +653,7 @@ def transfer_plan(proxy: DenseProxy, target: MoETarget, options: TransferOptions
             source=SOURCES["down"] + "; fold c = A*R",
         )
         if target.shared_width > 0:
-            add(
-                "shared_up",
-                width=True,
-                init_mult=hidden_init,
-                base_init=proxy.init_std,
-                c=None,
-                source=SOURCES["up"],
-            )
+            add_hidden("shared_up", SOURCES["up"])
             add(
                 "shared_down",
                 width=True,
@@ -686,23 +662,9 @@ def transfer_plan(proxy: DenseProxy, target: MoETarget, options: TransferOptions
                 c=a_block,
                 source=SOURCES["down"] + "; block H_act; fold c = A",
             )
-            add(
-                "shared_gate",
-                width=True,
-                init_mult=hidden_init,
-                base_init=proxy.init_std,
-                c=None,
-                source=SOURCES["shared_gate"],
-            )
+            add_hidden("shared_gate", SOURCES["shared_gate"])
     if h_dense is not None:
-        add(
-            "dense_up",
-            width=True,
-            init_mult=hidden_init,
-            base_init=proxy.init_std,
-            c=None,
-            source=SOURCES["up"],
-        )
+        add_hidden("dense_up", SOURCES["up"])
         add(
             "dense_down",
             width=True,
