@@ -45,11 +45,38 @@ def test_local_file_with_unknown_suffix_is_rejected(tmp_path):
         load_sft_dataset(SimpleNamespace(dataset_name=str(bad)), SimpleNamespace(datasets=None))
 
 
+def _hff_sft_in_a_subprocess(args: list[str], timeout: int):
+    """Run ``hff sft`` in its own session, killing the launcher and both ranks when it outlives ``timeout``:
+    a rank hung in gloo teardown once held CI for 80 minutes; here it fails this test instead."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = "import sys; from hf_fundamentals.integrations.cli.sft import main; sys.exit(main(sys.argv[1:]))"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"hff sft on two processes did not finish in {timeout} s; its output:\n{out[-4000:]}")
+    return proc.returncode, out
+
+
 @pytest.mark.slow
-def test_hff_sft_muon_on_two_processes(tiny_llama_dir, tiny_text_file, tmp_path, capfd):
+def test_hff_sft_muon_on_two_processes(tiny_llama_dir, tiny_text_file, tmp_path):
     """``--hff_optimizer muon`` through ``hff sft`` under DDP on two CPU processes (gloo)."""
     out_dir = tmp_path / "run"
-    code = main(
+    code, printed = _hff_sft_in_a_subprocess(
         [
             "--model_name_or_path", str(tiny_llama_dir),
             "--dataset_name", str(tiny_text_file),
@@ -59,12 +86,13 @@ def test_hff_sft_muon_on_two_processes(tiny_llama_dir, tiny_text_file, tmp_path,
             "--learning_rate", "1e-3",
             "--use_cpu", "--bf16", "false",
             "--logging_steps", "1", "--max_length", "64", "--save_strategy", "no",
+            "--ddp_timeout", "180",
             "--multi_gpu", "--num_processes", "2",
             "--hff_optimizer", "muon", "--muon_ns_method", "polar_express",
-        ]
+        ],
+        timeout=420,
     )  # fmt: skip
-    assert code == 0
-    printed = capfd.readouterr().out
+    assert code == 0, printed[-4000:]
     assert "techniques on: muon (polar, polar_express, adjust_lr=match_rms_adamw); processes: 2" in printed
     assert (out_dir / "model.safetensors").stat().st_size > 0
 

@@ -113,13 +113,13 @@ def run(script_args, training_args, model_args, dataset_args, hff_args) -> None:
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    # Every rank waits here before the group goes: rank 0 may still be writing the model while the others
+    # would tear their side of gloo down under it (a rank hung in teardown in CI, run at 09:49 and 11:47).
+    trainer.accelerator.wait_for_everyone()
     if Version(transformers.__version__) >= Version("5.18.0"):
-        trainer.end()
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():  # leave the group before exit: a rank torn down by
-        dist.barrier()  # interpreter exit can hang in gloo after its work is done (seen once in CI)
-        dist.destroy_process_group()
+        trainer.end()  # finishes trackers and destroys the process group
+    else:
+        trainer.accelerator.end_training()
 
 
 def _subtract_subsequence(items: list[str], subsequence: list[str]) -> list[str]:
