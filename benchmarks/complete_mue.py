@@ -45,7 +45,9 @@ Protocol (defaults; ``--quick`` / ``--smoke`` shrink them, see PROFILES):
   worked example's lm_head LR x1/rho_d on top of the multiplier) and compares the logits per width.
 * overlay: 100 steps of the proxy and every target at the transferred LR, per parameterization.
 
-Seeds: model init and data order seed 0 (``--seeds`` averages the held-out loss over several before the fit);
+Seeds: model init and data order seeds 0 and 1 (default profile; ``--quick``/``--smoke``: 0), whose held-out losses
+are averaged per LR before the fit; each seed's own eta* is fitted too, and their range is the noise floor a drift
+is read against (one seed at this scale moves the final loss by about 0.04 nats, as much as a 2x LR change);
 corpus sample seed 0. Every finished run is cached as JSON under ``runs/complete_mue/`` (``--smoke``: under its
 output folder), so a rerun skips it. Results: ``benchmarks/results/complete_mue.json`` and PNGs beside it
 (``--quick``: ``complete_mue_quick*``; ``--smoke``: ``/tmp/hff_complete_mue_smoke/``).
@@ -168,7 +170,7 @@ class Profile:
     coord_axes: dict[str, tuple[Shape, ...]]
     convention_keys: tuple[Shape, ...]
     overlay_steps: int
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0,)  # averaged per LR before the fit
     warmup_frac: float = 0.1
     head_dim: int = 16
     domain: str = "dictionary"
@@ -192,7 +194,7 @@ PROFILES = {
         name="default", steps=200, batch=16, seq=64, eval_seqs=64, layers=2, train_docs=2500, eval_docs=150,
         spacing=0.5, initial_points=5, max_points=11, margin=2, center_log2=-7.5, targets=ALL_TARGETS,
         coord_widths=(64, 128, 256, 512), coord_steps=6, coord_axes=COORD_AXES,
-        convention_keys=CONVENTION_KEYS, overlay_steps=100,
+        convention_keys=CONVENTION_KEYS, overlay_steps=100, seeds=(0, 1),
     ),
     "quick": Profile(
         name="quick", steps=50, batch=16, seq=64, eval_seqs=32, layers=2, train_docs=800, eval_docs=80,
@@ -618,6 +620,7 @@ class Runner:
         """Sweep log2(lr) on the lattice from ``center_log2`` until bracketed; fit η*."""
         p = self.profile
         losses: dict[float, float] = {}
+        per_seed: dict[int, dict[float, float]] = {s: {} for s in p.seeds}
         pending = initial_grid(center_log2, p.spacing, p.initial_points)
         if self.bar is not None:
             self.bar.total += len(pending) * len(p.seeds)
@@ -628,6 +631,8 @@ class Runner:
                     _float(self.run(self.spec(shape, param, 2.0**x, s, steps=p.steps))["final_eval_loss"])
                     for s in p.seeds
                 ]
+                for seed, loss in zip(p.seeds, finals, strict=True):
+                    per_seed[seed][x] = loss
                 losses[x] = math.inf if not all(map(math.isfinite, finals)) else float(np.mean(finals))
             pending = grid_extension(losses, spacing=p.spacing, margin=p.margin, max_points=p.max_points)
             if self.bar is not None:
@@ -635,7 +640,16 @@ class Runner:
                 self.bar.refresh()
         xs = sorted(losses)
         fit = fit_optimum([2.0**x for x in xs], [losses[x] for x in xs])
-        return {"log2_lrs": xs, "losses": [losses[x] for x in xs], "fit": fit}
+        seed_fits = {}
+        if len(p.seeds) > 1:  # each seed's own η*: their spread is the sweep's noise floor
+            seed_fits = {s: fit_optimum([2.0**x for x in xs], [per_seed[s][x] for x in xs]) for s in p.seeds}
+        return {
+            "log2_lrs": xs,
+            "losses": [losses[x] for x in xs],
+            "fit": fit,
+            "per_seed_losses": {s: [per_seed[s][x] for x in xs] for s in p.seeds},
+            "seed_fits": seed_fits,
+        }
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -651,7 +665,27 @@ def section_sweeps(runner: Runner) -> dict[str, Any]:
     fits = {t.name: {param: sweeps[param][t.name]["fit"] for param in PARAMS} for t in p.targets}
     axes = {t.name: t.axes for t in p.targets}
     drift = drift_table(fits, proxy_fits, axes)
-    return {"sweeps": sweeps, "proxy_fits": proxy_fits, "drift": drift}
+    return {"sweeps": sweeps, "proxy_fits": proxy_fits, "drift": drift, "seed_noise": seed_noise(sweeps)}
+
+
+def seed_noise(sweeps: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """How far η* moves between seeds of the same configuration (log2): the floor below which a drift is noise.
+
+    For each parameterization and shape with several seeds, the range of the per-seed log2 η*; ``median`` and
+    ``max`` over shapes per parameterization. Empty with one seed."""
+    out: dict[str, Any] = {"per_shape": {}, "median": {}, "max": {}}
+    for param, by_shape in sweeps.items():
+        ranges = {}
+        for name, sw in by_shape.items():
+            fits = list(sw.get("seed_fits", {}).values())
+            if len(fits) > 1:
+                stars = [f.log2_lr_star for f in fits]
+                ranges[name] = max(stars) - min(stars)
+        if ranges:
+            out["per_shape"][param] = ranges
+            out["median"][param] = float(np.median(list(ranges.values())))
+            out["max"][param] = max(ranges.values())
+    return out
 
 
 def _coord_batches(data: dict[str, Any], profile: Profile, steps: int) -> list[torch.Tensor]:
@@ -957,6 +991,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table(axis_rows, ["axis", "max drift SP", "max drift muE"]))
     for f in drift["flags"]:
         print(f"  flag: {f}")
+    noise = sw["seed_noise"]
+    if noise["median"]:
+        print(
+            "seed noise floor (range of per-seed log2 eta* per configuration): "
+            + ", ".join(
+                f"{p} median {noise['median'][p]:.3f}, max {noise['max'][p]:.3f}" for p in noise["median"]
+            )
+        )
 
     rows = [
         [axis]
@@ -1066,6 +1108,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "signed_log2_shift": drift["signed_log2_shift"],
         "within_ten_percent": drift["within_threshold"],
         "fit_flags": drift["flags"],
+        "seed_noise_log2": sw["seed_noise"],
         "sweeps": {
             param: {
                 name: {
@@ -1073,6 +1116,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     "log2_lrs": s["log2_lrs"],
                     "losses": s["losses"],
                     "fit": _fit_dict(s["fit"]),
+                    "per_seed_losses": {str(k): v for k, v in s["per_seed_losses"].items()},
+                    "seed_fits": {str(k): _fit_dict(f) for k, f in s["seed_fits"].items()},
                 }  # fmt: skip
                 for name, s in sw["sweeps"][param].items()
             }

@@ -16,6 +16,7 @@ from complete_mue import (  # noqa: E402
     grid_extension,
     initial_grid,
     readout_lr_comparison,
+    seed_noise,
     snap,
     spread_summary,
 )
@@ -185,3 +186,20 @@ def test_readout_lr_comparison_reports_logits_and_block_per_width():
     assert out["blog"]["block_out_last_step"] == {"64": 1.0, "128": 1.5}
     assert out["mup"]["spread"]["last_step_per_group"]["logits"] == pytest.approx(1.0)
     assert out["blog"]["spread"]["last_step_per_group"]["logits"] == pytest.approx(2.0)
+
+
+def test_seed_noise_is_the_range_of_per_seed_optima():
+    xs = [-9.0, -8.0, -7.0, -6.0, -5.0]
+    lrs = [2.0**x for x in xs]
+
+    def fit_at(x0):
+        return fit_optimum(lrs, [3.0 + 0.1 * (x - x0) ** 2 for x in xs])
+
+    sweeps = {
+        "sp": {"a": {"seed_fits": {0: fit_at(-7.0), 1: fit_at(-6.4)}}, "b": {"seed_fits": {0: fit_at(-7.0)}}},
+        "mue": {"a": {"seed_fits": {0: fit_at(-7.0), 1: fit_at(-7.1), 2: fit_at(-6.9)}}},
+    }
+    noise = seed_noise(sweeps)
+    assert noise["per_shape"]["sp"] == {"a": pytest.approx(0.6, abs=1e-6)}  # "b" has one seed: no range
+    assert noise["median"]["mue"] == pytest.approx(0.2, abs=1e-6) and noise["max"]["sp"] == pytest.approx(0.6)
+    assert seed_noise({"sp": {"a": {"seed_fits": {}}}}) == {"per_shape": {}, "median": {}, "max": {}}
