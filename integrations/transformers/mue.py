@@ -233,7 +233,28 @@ def complete_mue_config(config: Any, plan: Plan | Mapping[str, Any]) -> Any:
     new = copy.deepcopy(config)
     _set_routing_fields(new, plan)
     new.hff_mue = _plan_json(plan)
+    warn_if_router_gets_no_gradient(new, plan)
     return new
+
+
+def warn_if_router_gets_no_gradient(config: Any, plan: Plan) -> bool:
+    """Warn (and return True) for top-1 routing under the plan with no router auxiliary loss.
+
+    Normalized top-k with a = 1 makes the routed weight p_i / p_i = 1 for every token, so the language-model
+    loss sends the router no gradient: it stays at its init unless an auxiliary loss trains it. Measured in
+    benchmarks/complete_mue.py: the a = 1 router's logits did not grow over the coordinate check while a = 2, 4
+    grew 4-5x (standard top-1 softmax routing, not renormalized, does learn).
+    """
+    if plan.target.is_dense or plan.target.n_active != 1:
+        return False
+    if getattr(config, "output_router_logits", False) and getattr(config, "router_aux_loss_coef", 0.0):
+        return False
+    logger.warning(
+        "Complete-muE with top-1 routing (num_experts_per_tok=1): normalized top-k makes every routed weight "
+        "exactly 1, so the LM loss gives the router no gradient and it stays at its init. Turn on the router "
+        "auxiliary loss (output_router_logits=True, router_aux_loss_coef > 0) or route to a >= 2 experts."
+    )
+    return True
 
 
 def _set_routing_fields(config: Any, plan: Plan) -> None:

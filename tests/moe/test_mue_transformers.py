@@ -587,3 +587,31 @@ def test_a_readout_hook_refuses_liger_fused_cross_entropy():
     CompleteMueCallback(folded, init=True).on_init_end(
         SimpleNamespace(use_liger_kernel=True), None, None, model=_build(cfg, folded)
     )
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "mixtral"])
+def test_top1_routing_under_the_plan_gives_the_router_no_gradient_and_warns(family, caplog):
+    """Normalized top-1 makes every routed weight exactly 1: the LM loss leaves the router untouched. The
+    config transform says so, and stays quiet once a router auxiliary loss is on (which does train it)."""
+    import logging
+
+    def router_grad(cfg):
+        plan = _plan(cfg)
+        with caplog.at_level(logging.WARNING, logger="hf_fundamentals.mue"):
+            caplog.clear()
+            model = _build(cfg, plan)
+            warned = "gives the router no gradient" in caplog.text
+        ids = _batch()
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        grads = [m.weight.grad for name, m in model.named_modules() if name.endswith("mlp.gate")]
+        assert grads, "no router found"
+        return warned, max(float(g.abs().max()) if g is not None else 0.0 for g in grads)
+
+    warned, top2 = router_grad(_config(family))  # top-2 learns from the LM loss alone
+    assert not warned and top2 > 1e-4
+    warned, grad = router_grad(_config(family, num_experts_per_tok=1))
+    assert warned and grad < 1e-6 * top2  # zero up to rounding in p / sum(p)
+    with_aux = _config(family, num_experts_per_tok=1, output_router_logits=True, router_aux_loss_coef=0.01)
+    warned, grad = router_grad(with_aux)
+    assert not warned and grad > 1e-3 * top2
