@@ -665,7 +665,16 @@ def section_sweeps(runner: Runner) -> dict[str, Any]:
     fits = {t.name: {param: sweeps[param][t.name]["fit"] for param in PARAMS} for t in p.targets}
     axes = {t.name: t.axes for t in p.targets}
     drift = drift_table(fits, proxy_fits, axes)
-    return {"sweeps": sweeps, "proxy_fits": proxy_fits, "drift": drift, "seed_noise": seed_noise(sweeps)}
+    # Bridge II alone: the MoE axes against the base MoE target (p.targets[0]) instead of the dense proxy
+    base = p.targets[0].name
+    vs_base = drift_table({t: f for t, f in fits.items() if t != base}, fits[base], axes)
+    return {
+        "sweeps": sweeps,
+        "proxy_fits": proxy_fits,
+        "drift": drift,
+        "drift_vs_moe_base": vs_base | {"base": base},
+        "seed_noise": seed_noise(sweeps),
+    }
 
 
 def seed_noise(sweeps: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
@@ -991,6 +1000,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table(axis_rows, ["axis", "max drift SP", "max drift muE"]))
     for f in drift["flags"]:
         print(f"  flag: {f}")
+    vb = sw["drift_vs_moe_base"]
+    print(f"\nthe same eta* against the base MoE target {vb['base']} (dense MoE -> sparse axes, and width)")
+    print(
+        table(
+            [[r[0], r[1], r[-3], r[-2]] for r in vb["rows"]], ["target", "axes", "|drift| sp", "|drift| mue"]
+        )
+    )
+    print(table([[a, v["sp"], v["mue"]] for a, v in vb["max_lr_drift_log2_by_axis"].items()],
+                ["axis", "max drift SP", "max drift muE"]))  # fmt: skip
     noise = sw["seed_noise"]
     if noise["median"]:
         print(
@@ -1109,6 +1127,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "within_ten_percent": drift["within_threshold"],
         "fit_flags": drift["flags"],
         "seed_noise_log2": sw["seed_noise"],
+        "lr_drift_log2_vs_moe_base": {
+            "base": sw["drift_vs_moe_base"]["base"],
+            "lr_drift_log2": sw["drift_vs_moe_base"]["lr_drift_log2"],
+            "max_by_axis": sw["drift_vs_moe_base"]["max_lr_drift_log2_by_axis"],
+            "max_lr_drift_log2_mue": sw["drift_vs_moe_base"]["max_lr_drift_log2_mue"],
+            "max_lr_drift_log2_sp": sw["drift_vs_moe_base"]["max_lr_drift_log2_sp"],
+        },
         "sweeps": {
             param: {
                 name: {

@@ -208,7 +208,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         config = GRPOConfig(
             learning_rate=args.grpo_lr, per_device_train_batch_size=args.grpo_generations * args.grpo_prompts,
             num_generations=args.grpo_generations, max_completion_length=5, temperature=1.0, beta=0.0,
-            lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, gradient_checkpointing=False, **common,
+            lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, gradient_checkpointing=False, bf16=False, **common,
         )  # fmt: skip
         trainer = GRPOTrainer(model=model, args=config, reward_funcs=[digit_credit], train_dataset=Dataset.from_list(train),
                               processing_class=tok, callbacks=callbacks)  # fmt: skip
