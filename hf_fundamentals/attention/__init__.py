@@ -1,0 +1,49 @@
+"""Pure-PyTorch references for I/O-efficient approximate attention (project issue 9; brief attention.md §1):
+low-rank feature-map attention, certified block-sparse exact attention, and an analytic I/O model. CPU users run
+these; the Triton kernels are tested against them."""
+
+from hf_fundamentals.attention.blocksparse import (
+    BlockSparseOutput,
+    blocksparse_attention,
+    key_block_summaries,
+    logit_upper_bound,
+)
+from hf_fundamentals.attention.io_model import (
+    IOCount,
+    blocksparse_io,
+    exact_flash_io,
+    flash_block_size,
+    lowrank_io,
+)
+from hf_fundamentals.attention.lowrank import (
+    FEATURE_MAPS,
+    dense_attention,
+    lowrank_attention,
+    lowrank_kernel_matrix,
+    positive_random_feature_map,
+    random_projection,
+    repeat_kv,
+    taylor2_dim,
+    taylor2_feature_map,
+)
+
+__all__ = [
+    "FEATURE_MAPS",
+    "BlockSparseOutput",
+    "IOCount",
+    "blocksparse_attention",
+    "blocksparse_io",
+    "dense_attention",
+    "exact_flash_io",
+    "flash_block_size",
+    "key_block_summaries",
+    "logit_upper_bound",
+    "lowrank_attention",
+    "lowrank_io",
+    "lowrank_kernel_matrix",
+    "positive_random_feature_map",
+    "random_projection",
+    "repeat_kv",
+    "taylor2_dim",
+    "taylor2_feature_map",
+]
