@@ -398,7 +398,7 @@ def plot(runs: dict[str, Any], where: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    keys = [("target", "target EM (held-out)"), ("kl_to_base", "KL to base (token MC)"),
+    keys = [("target", "target EM (held-out)"), ("kl_to_base", "KL to base (exact, full vocabulary)"),
             ("drift_global", "‖θ − θ0‖_F"), ("probe/next_token_acc", "prior: next-token accuracy")]  # fmt: skip
     for name in runs:
         path = where / f"es_awd_{name}.json"
