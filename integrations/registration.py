@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-REGISTRATIONS: list[tuple[str, str, Callable[[], None]]] = []
+
+def _register_attention() -> None:
+    from hf_fundamentals.integrations.transformers.attention import register_attention
+
+    register_attention()
+
+
+REGISTRATIONS: list[tuple[str, str, Callable[[], None]]] = [
+    # issue 9: certified block-sparse and low-rank attention (settings: attention.configure_attention)
+    ("attention", "hff_blocksparse", _register_attention),
+    ("attention", "hff_lowrank", _register_attention),
+]
 """(kind, public name, function that registers it with transformers)."""
 
 _done: set[str] = set()
