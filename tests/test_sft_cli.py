@@ -52,24 +52,31 @@ def _hff_sft_in_a_subprocess(args: list[str], timeout: int):
     import signal
     import subprocess
     import sys
+    import tempfile
+
+    import psutil
 
     code = "import sys; from hf_fundamentals.integrations.cli.sft import main; sys.exit(main(sys.argv[1:]))"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"hff sft on two processes did not finish in {timeout} s; its output:\n{out[-4000:]}")
-    return proc.returncode, out
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: an orphaned rank cannot hold it open
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args], env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # torchrun starts each rank in its own session: kill the whole tree, not just our group
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            log.seek(0)
+            pytest.fail(
+                f"hff sft on two processes did not finish in {timeout} s; its output:\n{log.read()[-4000:]}"
+            )
+        log.seek(0)
+        return proc.returncode, log.read()
 
 
 @pytest.mark.slow

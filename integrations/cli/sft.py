@@ -59,8 +59,9 @@ def load_sft_dataset(script_args, dataset_args):
     return load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
 
 
-def run(script_args, training_args, model_args, dataset_args, hff_args) -> None:
-    """Train with SFTTrainer exactly as ``trl sft`` does, with hf_fundamentals' extras passed in."""
+def run(script_args, training_args, model_args, dataset_args, hff_args):
+    """Train with SFTTrainer exactly as ``trl sft`` does, with hf_fundamentals' extras passed in; returns the
+    trainer (see ``_launched`` for why it must outlive this call under several processes)."""
     import transformers
     from packaging.version import Version
     from trl import SFTTrainer, get_peft_config, get_quantization_config
@@ -120,6 +121,7 @@ def run(script_args, training_args, model_args, dataset_args, hff_args) -> None:
         trainer.end()  # finishes trackers and destroys the process group
     else:
         trainer.accelerator.end_training()
+    return trainer
 
 
 def _subtract_subsequence(items: list[str], subsequence: list[str]) -> list[str]:
@@ -160,7 +162,19 @@ def _launched() -> None:
     script_args, training_args, model_args, dataset_args, hff_args = parser.parse_args_and_config(
         fail_with_unknown_args=False
     )
-    run(script_args, training_args, model_args, dataset_args, hff_args)
+    trainer = run(script_args, training_args, model_args, dataset_args, hff_args)
+    if trainer.accelerator.num_processes > 1:
+        # Leave without running destructors. Freeing the DDP model frees its gloo process group, whose
+        # destructor joins gloo's worker thread while holding the GIL; a worker still dropping a finished
+        # collective needs the GIL to release its tensors, so the two wait on each other forever (py-spy on a
+        # rank hung after "Model saved", in CI twice and once here). Everything is saved and the group is gone.
+        import logging
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(0)
 
 
 if __name__ == "__main__":
