@@ -242,6 +242,32 @@ class HffArguments:
         },
     )
 
+    hff_attention: str = field(
+        default="none",
+        metadata={
+            "help": "Approximate attention (issue 9): 'blocksparse' (exact softmax over the key blocks a bound "
+            "cannot prove negligible; skipped mass <= --attention_eps, certified error kept per call) or "
+            "'lowrank' (feature-map attention, no bound); 'none'. Sets attn_implementation to hff_<kind>; calls "
+            "with fewer keys than --attention_min_seq_len, and masks it does not handle, run exact sdpa."
+        },
+    )
+    attention_eps: float = field(
+        default=1e-3,
+        metadata={"help": "blocksparse: bound on the skipped attention mass per query, in [0, 1]."},
+    )
+    attention_block_size: int = field(default=64, metadata={"help": "blocksparse: key/query block size."})
+    attention_min_seq_len: int = field(
+        default=4096,
+        metadata={"help": "Key length below which every call is exact sdpa (0: always approximate)."},
+    )
+    attention_feature_map: str = field(
+        default="taylor2", metadata={"help": "lowrank: 'taylor2' (degree-2 Taylor) or 'random' (FAVOR+)."}
+    )
+    attention_rank: int | None = field(
+        default=None,
+        metadata={"help": "lowrank: number of random features (default 256; taylor2 ignores it)."},
+    )
+
     def _refuse_orphan_flags(self, prefix: str, why: str) -> None:
         """Fail when flags named ``prefix*`` differ from their defaults while their switch is off (``why``)."""
         changed = [
@@ -290,6 +316,15 @@ class HffArguments:
             raise ValueError(f"--hff_awd {self.hff_awd!r}; accepted: none, l2, l1")
         if self.hff_awd == "none":
             self._refuse_orphan_flags("awd_", "set but --hff_awd is 'none'; add --hff_awd l2 (or l1)")
+        if self.hff_attention not in ("none", "blocksparse", "lowrank"):
+            raise ValueError(f"--hff_attention {self.hff_attention!r}; accepted: none, blocksparse, lowrank")
+        if self.hff_attention == "none":
+            self._refuse_orphan_flags(
+                "attention_",
+                "set but --hff_attention is 'none'; add --hff_attention blocksparse (or lowrank)",
+            )
+        else:
+            self.configure_attention()  # bad values fail now, before the model loads
         if self.hff_mue is None:
             self._refuse_orphan_flags(
                 "mue_", "set but --hff_mue is not; add --hff_mue PLAN.json (from `hff mue`)"
@@ -387,6 +422,19 @@ class HffArguments:
             retire_recheck=self.memft_retire_recheck,
         )
 
+    def configure_attention(self) -> str | None:
+        """Apply the --attention_* settings in this process (they are module-wide, so every launched process
+        must call this) and return the ``attn_implementation`` name, or None without --hff_attention."""
+        if self.hff_attention == "none":
+            return None
+        from hf_fundamentals.integrations.transformers.attention import NAMES, configure_attention
+
+        configure_attention(
+            eps=self.attention_eps, block_size=self.attention_block_size, min_seq_len=self.attention_min_seq_len,
+            feature_map=self.attention_feature_map, rank=self.attention_rank,
+        )  # fmt: skip
+        return NAMES[self.hff_attention]
+
     def enabled_techniques(self) -> list[str]:
         """Names of the techniques these flags switch on (shown in logs so a run says what it changed)."""
         on = []
@@ -404,6 +452,15 @@ class HffArguments:
             on.append(f"anchored weight decay {self.hff_awd} (lambda {self.awd_lambda:g})")
         if self.hff_order != "none":
             on.append(f"order {self.order_spec().label()} by {self.order_score!r}")
+        if self.hff_attention != "none":
+            knob = (
+                f"eps {self.attention_eps:g}"
+                if self.hff_attention == "blocksparse"
+                else self.attention_feature_map
+            )
+            on.append(
+                f"attention {self.hff_attention} ({knob}, exact below {self.attention_min_seq_len} keys)"
+            )
         return on
 
 

@@ -156,3 +156,24 @@ def test_hff_sft_trains_with_the_memft_loss(retire, tiny_llama_dir, tiny_text_fi
     steps_per_epoch = len(TINY_TEXTS) // 8
     assert len(logged) == steps_per_epoch  # one log per step: it stopped after the first of 3 epochs
     assert f"'memft_retired': {len(TINY_TEXTS)}" in logged[-1]
+
+
+@pytest.mark.slow
+def test_hff_sft_trains_with_certified_blocksparse_attention(tiny_llama_dir, tiny_text_file, tmp_path, capfd):
+    """``--hff_attention blocksparse`` reaches the relaunched process: the model trains on hff_blocksparse (forced
+    on every call with --attention_min_seq_len 0; eps 0 is exact, so the loss stays that of sdpa's model)."""
+    out_dir = tmp_path / "run"
+    code = main(
+        [
+            "--model_name_or_path", str(tiny_llama_dir),
+            "--dataset_name", str(tiny_text_file),
+            "--output_dir", str(out_dir),
+            "--max_steps", "2", "--per_device_train_batch_size", "4", "--logging_steps", "1",
+            "--use_cpu", "--bf16", "false", "--max_length", "64", "--save_strategy", "no",
+            "--hff_attention", "blocksparse", "--attention_eps", "0", "--attention_min_seq_len", "0",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capfd.readouterr().out
+    assert "techniques on: attention blocksparse (eps 0, exact below 0 keys)" in printed
+    assert "'loss'" in printed and (out_dir / "model.safetensors").stat().st_size > 0

@@ -71,6 +71,14 @@ def run(script_args, training_args, model_args, dataset_args, hff_args):
     from hf_fundamentals.integrations.transformers.trainer import trainer_extras
 
     register()
+    attn = hff_args.configure_attention()
+    if attn is not None:
+        if model_args.attn_implementation not in (None, attn):
+            raise ValueError(
+                f"--hff_attention {hff_args.hff_attention} sets attn_implementation={attn!r}; drop "
+                f"--attn_implementation {model_args.attn_implementation}"
+            )
+        model_args.attn_implementation = attn
     model_path, extra_init = resolve_model_path(model_args.model_name_or_path)
     model_init_kwargs = dict(
         revision=model_args.model_revision,

@@ -362,3 +362,37 @@ def test_the_hff_entry_points_register_the_attention_names():
     assert names == ["hff_blocksparse", "hff_lowrank"]
     for name in names:
         assert name in AttentionInterface._global_mapping and name in AttentionMaskInterface._global_mapping
+
+
+def test_hff_attention_flags_configure_the_functions_and_refuse_orphans():
+    """``--hff_attention`` and its ``--attention_*`` settings: applied in this process, named in the run banner,
+    bad values and settings without the switch refused before a model loads."""
+    from hf_fundamentals.integrations.arguments import HffArguments
+
+    args = HffArguments(hff_attention="blocksparse", attention_eps=0.01, attention_min_seq_len=0)
+    assert args.configure_attention() == "hff_blocksparse"
+    assert hfa.attention_settings().eps == 0.01 and hfa.attention_settings().min_seq_len == 0
+    assert "attention blocksparse (eps 0.01, exact below 0 keys)" in args.enabled_techniques()
+    assert HffArguments().configure_attention() is None
+    with pytest.raises(ValueError, match="--attention_eps set but --hff_attention is 'none'"):
+        HffArguments(attention_eps=0.01)
+    with pytest.raises(ValueError, match="accepted: none, blocksparse, lowrank"):
+        HffArguments(hff_attention="flash")
+    with pytest.raises(ValueError, match="eps must lie in"):
+        HffArguments(hff_attention="blocksparse", attention_eps=2.0)
+
+
+def test_hff_sft_refuses_a_second_attn_implementation():
+    from types import SimpleNamespace
+
+    from hf_fundamentals.integrations.arguments import HffArguments
+    from hf_fundamentals.integrations.cli.sft import run
+
+    with pytest.raises(ValueError, match="drop --attn_implementation sdpa"):
+        run(
+            None,
+            None,
+            SimpleNamespace(attn_implementation="sdpa"),
+            None,
+            HffArguments(hff_attention="lowrank"),
+        )
