@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_fundamentals.integrations.cli.lora_capacity",
         "fit the LoRA memory law to a rank x length sweep and plan the rank for N tokens",
     ),
+    "scaling": (
+        "hf_fundamentals.integrations.cli.scaling",
+        "fit scaling laws (Shannon, Chinchilla, Kaplan) to runs; predict loss and turning points D*(N), N*(D)",
+    ),
     "corpora": (
         "hf_fundamentals.integrations.cli.corpora",
         "list, install and sample the offline text corpora",

@@ -1,0 +1,26 @@
+"""Scaling laws L(N, D): the Shannon noisy-channel law (arXiv 2605.23901), Chinchilla and Kaplan, a robust
+Huber/L-BFGS fitter with start-stability, R² and bootstrap diagnostics, turning points D*(N) and N*(D), and plots."""
+
+from hf_fundamentals.scaling.fit import DEFAULT_MAX_STARTS, FitResult, check_runs, fit_law, huber, r_squared
+from hf_fundamentals.scaling.laws import LAWS, ChinchillaLaw, KaplanLaw, ScalingLaw, ShannonLaw, get_law
+from hf_fundamentals.scaling.plot import plot_fits
+from hf_fundamentals.scaling.turning import SEARCH_RANGE, d_star, n_star
+
+__all__ = [
+    "DEFAULT_MAX_STARTS",
+    "LAWS",
+    "SEARCH_RANGE",
+    "ChinchillaLaw",
+    "FitResult",
+    "KaplanLaw",
+    "ScalingLaw",
+    "ShannonLaw",
+    "check_runs",
+    "d_star",
+    "fit_law",
+    "get_law",
+    "huber",
+    "n_star",
+    "plot_fits",
+    "r_squared",
+]
