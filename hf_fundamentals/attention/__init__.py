@@ -1,6 +1,6 @@
 """Pure-PyTorch references for I/O-efficient approximate attention (project issue 9; brief attention.md §1):
-low-rank feature-map attention, certified block-sparse exact attention, and an analytic I/O model. CPU users run
-these; the Triton kernels are tested against them."""
+low-rank feature-map attention, certified block-sparse exact attention, an analytic I/O model, and Preisach
+(hysteresis) attention (issue 10). CPU users run these; the Triton kernels are tested against them."""
 
 from hf_fundamentals.attention.blocksparse import (
     BlockSparseOutput,
@@ -10,7 +10,9 @@ from hf_fundamentals.attention.blocksparse import (
 )
 from hf_fundamentals.attention.io_model import (
     IOCount,
+    band_blocks,
     blocksparse_io,
+    blocksparse_kernel_io,
     exact_flash_io,
     flash_block_size,
     lowrank_io,
@@ -26,13 +28,25 @@ from hf_fundamentals.attention.lowrank import (
     taylor2_dim,
     taylor2_feature_map,
 )
+from hf_fundamentals.attention.preisach import (
+    PreisachAttention,
+    PreisachState,
+    preisach_attention,
+    preisach_step,
+    relay_states_parallel,
+    relay_states_sequential,
+    relay_states_stack,
+    soft_relay,
+)
 
 __all__ = [
     "FEATURE_MAPS",
     "BlockSparseOutput",
     "IOCount",
     "blocksparse_attention",
+    "band_blocks",
     "blocksparse_io",
+    "blocksparse_kernel_io",
     "dense_attention",
     "exact_flash_io",
     "flash_block_size",
@@ -46,4 +60,13 @@ __all__ = [
     "repeat_kv",
     "taylor2_dim",
     "taylor2_feature_map",
+    # Preisach attention (issue 10); the full API is hf_fundamentals.attention.preisach
+    "PreisachAttention",
+    "PreisachState",
+    "preisach_attention",
+    "preisach_step",
+    "relay_states_parallel",
+    "relay_states_sequential",
+    "relay_states_stack",
+    "soft_relay",
 ]

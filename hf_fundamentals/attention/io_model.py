@@ -161,3 +161,87 @@ def blocksparse_io(
             "build": build_summaries,
         },
     )
+
+
+def band_blocks(n_q: int, n_k: int, block: int, causal: bool, offset: int | None = None) -> list[list[int]]:
+    """Per query block, the key blocks the certified block-sparse kernels always compute: the sink block 0 and
+    the blocks holding the query block's own positions (plus the one before them when ``causal``)."""
+    _check_positive(n_q=n_q, n_k=n_k, block=block)
+    offset = n_k - n_q if offset is None else offset
+    n_kb = math.ceil(n_k / block)
+    out = []
+    for qb in range(math.ceil(n_q / block)):
+        first, last = qb * block + offset, min((qb + 1) * block, n_q) - 1 + offset
+        lo = max(max(first, 0) // block - int(causal), 0)
+        hi = -1 if last < 0 else min(max(last, 0) // block, n_kb - 1)
+        out.append(sorted({0, *range(lo, hi + 1)}))
+    return out
+
+
+def blocksparse_kernel_io(
+    n: int,
+    d: int,
+    block: int,
+    kept_blocks_per_query_block: int | Sequence[int],
+    *,
+    causal: bool = True,
+    tile_blocks: int = 4,
+) -> IOCount:
+    """Words moved by the Triton kernels of ``kernels/hff-approx-attention`` for one (batch, head), n queries =
+    n keys, no padding; the kernels' instrumented counts match this exactly (tested). Passes:
+
+    1. summaries: read K once, write centre, radius (d each) and a count per key block;
+    2. local: per query block read Q and the K rows of its always-kept blocks (:func:`band_blocks`), write
+       ``log Z_loc`` (1 per query);
+    3. score: per tile of ``tile_blocks`` query blocks read Q, ``log Z_loc`` and every summary (2d+1 words a key
+       block), write one score per (query block, key block);
+    4. host selection: read the scores, write the kept-block lists (one index per kept block, one count and one
+       ``log S`` per query block);
+    5. forward: read Q, K and V of the kept blocks, the lists, ``log S`` and ``log Z_loc``; write O and the
+       certified mass bound (1 per query).
+
+    ``kept_blocks_per_query_block`` counts all computed blocks (always-kept ones included). Host-side words
+    (scores read, lists and ``log S`` written) are modelled, not counted by the kernels."""
+    _check_positive(n=n, d=d, block=block, tile_blocks=tile_blocks)
+    n_qb = n_kb = math.ceil(n / block)
+    kept = (
+        [kept_blocks_per_query_block] * n_qb
+        if isinstance(kept_blocks_per_query_block, int)
+        else list(kept_blocks_per_query_block)
+    )
+    if len(kept) != n_qb or any(c < 0 or c > n_kb for c in kept):
+        raise ValueError(f"need {n_qb} kept counts in [0, {n_kb}]; got {kept_blocks_per_query_block!r}")
+
+    def rows(b: int) -> int:
+        return min(block, n - b * block)
+
+    band = band_blocks(n, n, block, causal)
+    band_rows = sum(rows(b) for blocks in band for b in blocks)
+    # whole blocks: exact when block divides n, else the short last key block is counted as full
+    kept_rows = sum(min(c * block, n) for c in kept)
+    n_tiles = math.ceil(n_qb / tile_blocks)
+    summary = n_kb * (2 * d + 1)
+    reads = {
+        "Q": 3 * n * d,
+        "K": n * d + band_rows * d + kept_rows * d,
+        "V": kept_rows * d,
+        "summaries": n_tiles * summary,
+        "scores": n_qb * n_kb,
+        "lists": sum(kept) + n_qb,
+        "log_s": n_qb,
+        "log_z": 2 * n,
+    }
+    writes = {
+        "O": n * d,
+        "summaries": summary,
+        "scores": n_qb * n_kb,
+        "lists": sum(kept) + n_qb,
+        "log_s": n_qb,
+        "log_z": n,
+        "mass_bound": n,
+    }
+    return IOCount(
+        reads=reads,
+        writes=writes,
+        params={"block": block, "tile_blocks": tile_blocks, "kept_blocks": sum(kept), "causal": causal},
+    )
