@@ -16,10 +16,18 @@ def _register_attention() -> None:
     register_attention()
 
 
+def _register_preisach() -> None:
+    from hf_fundamentals.integrations.transformers.preisach import register_preisach
+
+    register_preisach()
+
+
 REGISTRATIONS: list[tuple[str, str, Callable[[], None]]] = [
     # issue 9: certified block-sparse and low-rank attention (settings: attention.configure_attention)
     ("attention", "hff_blocksparse", _register_attention),
     ("attention", "hff_lowrank", _register_attention),
+    # issue 10: Preisach attention (its parameters come from add_preisach / load_preisach_model)
+    ("attention", "hff_preisach", _register_preisach),
 ]
 """(kind, public name, function that registers it with transformers)."""
 
