@@ -41,6 +41,9 @@ from torch import Tensor
 
 from hf_fundamentals.attention.lowrank import check_inputs, compute_dtype, repeat_kv
 
+_CHUNK_ELEMENTS = 1 << 26
+"""Elements of gathered keys, values and logits the final softmax holds at once (256 MB in float32)."""
+
 
 class BlockSparseOutput(NamedTuple):
     """Result of :func:`blocksparse_attention`.
@@ -238,24 +241,31 @@ def blocksparse_attention(
             absorb(gi, kidx)
             kept[gi, kidx] = True
 
-    # Exact (differentiable) softmax over the kept blocks of each query block.
+    # Exact (differentiable) softmax over the kept blocks of each query block, in chunks of query blocks so the
+    # gathered keys and the logits stay within about _CHUNK_ELEMENTS elements.
     n_kept = int(kept.sum(-1).max())
     sel = torch.argsort(kept.to(torch.int8), dim=-1, descending=True, stable=True)[:, :n_kept]  # [G, m]
     sel_ok = torch.gather(kept, 1, sel)
-    all_g = torch.arange(groups, device=dev)
-    keys = k_bh[bh_of_g[:, None], sel].reshape(groups, n_kept * bs, d)
-    vals = v_bh[bh_of_g[:, None], sel].reshape(groups, n_kept * bs, d_v)
-    mask = visible(all_g, sel) & sel_ok.repeat_interleave(bs, dim=1)[:, None, :]
-    logits = (s * q_g @ keys.transpose(-1, -2)).masked_fill(~mask, float("-inf"))
-    m = logits.amax(-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()
-    w = torch.exp(logits - m)
-    den = w.sum(-1, keepdim=True)
-    out = (w @ vals) / torch.where(den > 0, den, torch.ones_like(den))
-    out = out.reshape(b, h, nqb * bs, d_v)[:, :, :n_q]
+    per_group = n_kept * bs * (d + d_v + bs)
+    step = max(1, _CHUNK_ELEMENTS // max(per_group, 1))
+    outs, log_zs = [], []
+    for lo in range(0, groups, step):
+        g = torch.arange(lo, min(lo + step, groups), device=dev)
+        keys = k_bh[bh_of_g[g][:, None], sel[g]].reshape(len(g), n_kept * bs, d)
+        vals = v_bh[bh_of_g[g][:, None], sel[g]].reshape(len(g), n_kept * bs, d_v)
+        mask = visible(g, sel[g]) & sel_ok[g].repeat_interleave(bs, dim=1)[:, None, :]
+        logits = (s * q_g[g] @ keys.transpose(-1, -2)).masked_fill(~mask, float("-inf"))
+        m = logits.amax(-1, keepdim=True)
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()
+        w = torch.exp(logits - m)
+        den = w.sum(-1, keepdim=True)
+        outs.append((w @ vals) / torch.where(den > 0, den, torch.ones_like(den)))
+        with torch.no_grad():
+            log_zs.append(torch.logsumexp(logits.detach(), dim=-1))
+    out = torch.cat(outs).reshape(b, h, nqb * bs, d_v)[:, :, :n_q]
 
     with torch.no_grad():
-        log_z_final = torch.logsumexp(logits.detach(), dim=-1)
+        log_z_final = torch.cat(log_zs)
         log_r = skipped(kept)
         p = torch.where(log_r == float("-inf"), torch.zeros_like(log_r), torch.sigmoid(log_r - log_z_final))
         p = p.reshape(b, h, nqb * bs)[:, :, :n_q]
