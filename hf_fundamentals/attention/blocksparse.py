@@ -41,6 +41,9 @@ from torch import Tensor
 
 from hf_fundamentals.attention.lowrank import check_inputs, compute_dtype, repeat_kv
 
+_GREEDY_CHUNK = 8
+"""Candidate blocks whose exact mass the greedy choice computes per step (it stops at the same block either way)."""
+
 _CHUNK_ELEMENTS = 1 << 26
 """Elements of gathered keys, values and logits the final softmax holds at once (256 MB in float32)."""
 
@@ -222,24 +225,46 @@ def blocksparse_attention(
             """log U_skip per query: log-sum of the bounds of the blocks not kept."""
             return torch.logsumexp(log_u.masked_fill(kept[:, None, :], float("-inf")), dim=-1)
 
-        def satisfied(log_r: Tensor) -> Tensor:
-            """[G]: every real query of the block has U_skip/(Z_kept + U_skip) <= eps."""
-            ok = (log_r == float("-inf")) | (log_r - log_z <= thr) | ~q_real_g
-            return ok.all(-1)
-
         gap = log_u - log_z[..., None]
         score = torch.where(log_u == float("-inf"), torch.full_like(gap, float("-inf")), gap).amax(1)
         score = score.masked_fill(kept | ~nonempty, float("-inf"))
         order = torch.argsort(score, dim=-1, descending=True, stable=True)
         n_cand = (score > float("-inf")).sum(-1)
-        for t in range(nkb):
-            active = ~satisfied(skipped(kept)) & (n_cand > t)
-            if not bool(active.any()):
-                break
+        # Greedy: keep candidates in score order until every real query has U_skip/(Z_kept + U_skip) <= eps.
+        # U_skip after the first t candidates are kept is a suffix log-sum of the ordered bounds (one pass);
+        # Z_kept grows by the exact mass of each block taken, computed _GREEDY_CHUNK blocks at a time.
+        pos = torch.arange(nkb + 1, device=dev)
+        is_cand = pos[None, :nkb] < n_cand[:, None]
+        ordered_u = torch.gather(log_u, 2, order[:, None, :].expand(-1, bs, -1))
+        ordered_u = ordered_u.masked_fill(~is_cand[:, None, :], float("-inf"))
+        suffix = torch.flip(torch.logcumsumexp(torch.flip(ordered_u, [-1]), dim=-1), [-1])
+        suffix = F.pad(suffix, (0, 1), value=float("-inf"))  # [G, bs, nkb + 1]: U_skip after t candidates
+        order_pad = F.pad(order, (0, 1), value=0)
+        n_take = torch.zeros(groups, dtype=torch.long, device=dev)
+        active = torch.ones(groups, dtype=torch.bool, device=dev)
+        for s0 in range(0, nkb + 1, _GREEDY_CHUNK):
             gi = torch.nonzero(active).flatten()
-            kidx = order[gi, t]
-            absorb(gi, kidx)
-            kept[gi, kidx] = True
+            if not len(gi):
+                break
+            cols = pos[s0 : s0 + _GREEDY_CHUNK]
+            cidx = order_pad[gi][:, cols]  # [A, c]
+            valid = cols[None, :] < n_cand[gi][:, None]
+            logits = s * q_g[gi] @ k_bh[bh_of_g[gi][:, None], cidx].reshape(len(gi), -1, d).transpose(-1, -2)
+            vis = visible(gi, cidx) & valid.repeat_interleave(bs, dim=1)[:, None, :]
+            mass = torch.logsumexp(logits.masked_fill(~vis, float("-inf")).reshape(len(gi), bs, -1, bs), -1)
+            after = torch.logaddexp(log_z[gi][..., None], torch.logcumsumexp(mass, dim=-1))  # Z after block j
+            before = torch.cat([log_z[gi][..., None], after[..., :-1]], dim=-1)  # Z before block j is taken
+            u_at = suffix[gi][..., cols]
+            ok = ((u_at == float("-inf")) | (u_at - before <= thr) | ~q_real_g[gi][..., None]).all(1)  # [A, c]
+            found = ok.any(-1)
+            first = torch.argmax(ok.to(torch.int8), dim=-1)
+            done, rest = gi[found], gi[~found]
+            n_take[done] = s0 + first[found]
+            log_z[done] = torch.gather(before[found], 2, first[found][:, None, None].expand(-1, bs, 1))[..., 0]
+            log_z[rest] = after[~found][..., -1]
+            n_take[rest] = s0 + len(cols)
+            active[done] = False
+        kept |= torch.zeros_like(kept).scatter(1, order, pos[None, :nkb] < n_take[:, None])
 
     # Exact (differentiable) softmax over the kept blocks of each query block, in chunks of query blocks so the
     # gathered keys and the logits stay within about _CHUNK_ELEMENTS elements.
