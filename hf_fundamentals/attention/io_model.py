@@ -245,3 +245,58 @@ def blocksparse_kernel_io(
         writes=writes,
         params={"block": block, "tile_blocks": tile_blocks, "kept_blocks": sum(kept), "causal": causal},
     )
+
+
+def lowrank_kernel_io(
+    n: int,
+    d: int,
+    rank: int,
+    *,
+    causal: bool = False,
+    rank_chunk: int | None = None,
+    block_q: int = 64,
+) -> IOCount:
+    """Words moved by the random-feature (FAVOR+) Triton kernels of ``kernels/hff-approx-attention``
+    (``lowrank_forward``) for one (batch, head), n queries = n keys, no padding, no GQA; the kernels' instrumented
+    counts match this exactly (tested). Differences from :func:`lowrank_io`, all deliberate:
+
+    * ω (rank·d words) is read from slow memory by every program that builds features (the model ignores it).
+    * The k shift (one max over real keys and features) is tracked online, so no extra pass over K; the
+      non-causal state pass writes one running max per rank chunk, which every readout program reads.
+    * Non-causal with p = ⌈rank/rank_chunk⌉ > 1 rank chunks: the state pass re-streams K, V per chunk (as the
+      model), but the readout is one program per query block of ``block_q`` rows that reads Q once and streams
+      every state chunk through: the state (rank·(d+1)) is read once per query block and no partial
+      numerators or denominators go to slow memory (the model instead re-reads Q per chunk and pays
+      2·(p−1)·n·(d+1) partial words). With one query block and p = 1 the Q, K, V, O and state words equal the
+      model's.
+    * Causal: one persistent program per (batch, head) holding the whole state (the kernel refuses a rank whose
+      state does not fit), so this is the model's p = 1 case plus ω.
+
+    ``block_q`` is the kernel's query block (``chunk``, or the next power of two >= n when n is smaller, so one
+    block); ``rank_chunk`` defaults to ``rank`` (one chunk)."""
+    _check_positive(n=n, d=d, rank=rank, block_q=block_q)
+    if causal:
+        return IOCount(
+            reads={"Q": n * d, "K": n * d, "V": n * d, "omega": rank * d},
+            writes={"O": n * d},
+            params={"rank": rank, "state_chunks": 1, "causal": True},
+        )
+    rank_chunk = rank if rank_chunk is None else rank_chunk
+    _check_positive(rank_chunk=rank_chunk)
+    chunks = math.ceil(rank / rank_chunk)
+    n_qb = math.ceil(n / block_q)
+    state_words = rank * (d + 1)
+    reads = {
+        "Q": n * d,
+        "K": chunks * n * d,
+        "V": chunks * n * d,
+        "omega": rank * d * (1 + n_qb),
+        "state": n_qb * state_words,
+        "k_max": n_qb * chunks,
+    }
+    writes = {"O": n * d, "state": state_words, "k_max": chunks}
+    return IOCount(
+        reads=reads,
+        writes=writes,
+        params={"rank": rank, "state_chunks": chunks, "query_blocks": n_qb, "causal": False},
+    )
