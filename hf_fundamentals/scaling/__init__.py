@@ -2,7 +2,15 @@
 Huber/L-BFGS fitter with start-stability, R² and bootstrap diagnostics, turning points D*(N) and N*(D), and plots."""
 
 from hf_fundamentals.scaling.fit import DEFAULT_MAX_STARTS, FitResult, check_runs, fit_law, huber, r_squared
-from hf_fundamentals.scaling.laws import LAWS, ChinchillaLaw, KaplanLaw, ScalingLaw, ShannonLaw, get_law
+from hf_fundamentals.scaling.laws import (
+    LAWS,
+    ChinchillaLaw,
+    KaplanLaw,
+    ScalingLaw,
+    ShannonLaw,
+    ShannonRunLaw,
+    get_law,
+)
 from hf_fundamentals.scaling.plot import plot_fits
 from hf_fundamentals.scaling.turning import SEARCH_RANGE, d_star, n_star
 
@@ -15,6 +23,7 @@ __all__ = [
     "KaplanLaw",
     "ScalingLaw",
     "ShannonLaw",
+    "ShannonRunLaw",
     "check_runs",
     "d_star",
     "fit_law",

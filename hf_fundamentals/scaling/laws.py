@@ -9,6 +9,7 @@ L-BFGS gets exact derivatives. Laws (research brief ``scaling_and_distillation.m
   fixed in the fit (8 free constants); ``predict`` accepts any e and normalizes.
 * ``chinchilla`` (Hoffmann et al. 2022): ``L = E + A/N^α + B/D^β``.
 * ``kaplan`` (Kaplan et al. 2020, Table 2 joint form): ``L = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D``.
+* ``shannon_run``: the Shannon law along a single run (N fixed), what a training callback can fit.
 """
 
 from __future__ import annotations
@@ -319,7 +320,67 @@ class ShannonLaw(ScalingLaw):
         return np.exp(x).reshape(u.shape)
 
 
-LAWS: dict[str, ScalingLaw] = {law.name: law for law in (ShannonLaw(), ChinchillaLaw(), KaplanLaw())}
+class ShannonRunLaw(ScalingLaw):
+    """The Shannon law along one run (fixed N), brief §1.8: ``L(D) = 1/(A·log2(1 + b·D^β/(K·D^δ + 1)))``.
+
+    At fixed N the full law's ``a·N^α`` becomes A, and its two noise terms ``c·(DN)^γ + d·D^δ`` are merged into
+    one ``K·D^δ`` (exact when one dominates over the run, which is what a single run can identify). ``N`` is
+    accepted and ignored. Loss turns up in D exactly when δ > β."""
+
+    name = "shannon_run"
+    param_names = ("A", "b", "beta", "K", "delta")
+    theta_names = ("ln_A", "ln_b", "beta", "ln_K", "delta")
+    bounds = ((-30.0, 30.0), (-60.0, 30.0), (0.0, 3.0), (-60.0, 30.0), (0.0, 3.0))
+    formula = "L = 1/(A log2(1 + b D^beta/(K D^delta + 1))), one run (N fixed)"
+
+    def log_loss_and_grad(self, theta, u, v):
+        ln_a, ln_b, beta, ln_k, delta = _cols(theta)
+        m, w = _softmax_weights(ln_k + delta * v, 0 * v)
+        x = ln_b + beta * v - m
+        g, dg = ShannonLaw._ln_softplus(x)
+        y = -(ln_a + g - LN_LN2)
+        one = np.ones_like(x)
+        dx = np.stack(np.broadcast_arrays(0 * one, one, v * one, -w[0], -w[0] * v), axis=-1)
+        grad = -dg[..., None] * dx
+        grad[..., 0] = -1.0
+        return y, grad
+
+    def to_params(self, theta):
+        ln_a, ln_b, beta, ln_k, delta = (float(t) for t in theta)
+        return {"A": math.exp(ln_a), "b": math.exp(ln_b), "beta": beta, "K": math.exp(ln_k), "delta": delta}
+
+    def to_theta(self, params):
+        a, b, beta, k, delta = self._named(params, self.param_names)
+        return np.array([self._log_of("A", a), self._log_of("b", b), beta, self._log_of("K", k), delta])
+
+    def init_grid(self):
+        """β, δ ∈ {0.1, 0.3, 0.6, 1.0}, ln b ∈ {−20, −10, −5, 0, 5}, ln K ∈ {−40, −20, −10, −5, 0}; ln A profiled."""
+        exps = (0.1, 0.3, 0.6, 1.0)
+        return np.array(
+            [
+                [0.0, lb, be, lk, de]
+                for be, de in itertools.product(exps, repeat=2)
+                for lb in (-20.0, -10.0, -5.0, 0.0, 5.0)
+                for lk in (-40.0, -20.0, -10.0, -5.0, 0.0)
+            ]
+        )
+
+    def start_theta(self, start, u, v, log_loss):
+        """ln A set to its least-squares value given the other constants."""
+        theta = np.array(start, dtype=np.float64)
+        theta[..., 0] = 0.0
+        theta[..., 0] = np.mean(self.log_loss(theta, u, v) - log_loss, axis=-1)
+        theta[..., 0] = np.clip(theta[..., 0], *self.bounds[0])
+        return theta
+
+    def has_d_turning(self, params):
+        """Noise grows like D^δ and signal like D^β: a minimum in D exactly when δ > β."""
+        return float(params["delta"]) > float(params["beta"])
+
+
+LAWS: dict[str, ScalingLaw] = {
+    law.name: law for law in (ShannonLaw(), ChinchillaLaw(), KaplanLaw(), ShannonRunLaw())
+}
 """The laws by name."""
 
 

@@ -1,0 +1,329 @@
+"""``ScalingLawCallback``: fit a Shannon scaling law to a run while it trains, and say where its loss is going.
+
+At every evaluation the callback records ``(N, D, eval_loss)``, with D the tokens the Trainer has counted from the
+attention masks (``include_num_input_tokens_seen="non_padding"``; the Trainer sums them over gradient
+accumulation and processes). Once ``min_points`` evaluations exist it refits and reports:
+
+* **one run** (the default): the single-run Shannon form ``L(D) = 1/(A·log2(1 + b·D^β/(K·D^δ + 1)))``
+  (:class:`hf_fundamentals.scaling.ShannonRunLaw`), whose loss turns up in D exactly when δ > β;
+* **with a prior** (``prior=FitResult`` or a path to ``hff scaling fit --out`` JSON of the full Shannon law, fitted
+  on other runs): the prior's shape, shifted by the mean log-residual of this run's points (a single run cannot
+  identify the N-dependence; the shift absorbs a different data mix or tokenizer).
+
+Each refit logs the predicted loss at the end of training (tokens per step so far × ``max_steps``), the turning
+point D* and the fraction D/D* reached, appends them to ``<output_dir>/scaling_law.jsonl`` and to the Trainer's
+``log_history`` (so they land in ``trainer_state.json``), and warns once when D >= ``warn_fraction``·D*.
+
+The paper (arXiv 2605.23901, brief §0.3) sees the U-shapes mainly after perturbations, so ``perturb`` also
+evaluates a perturbed copy every ``perturb_every`` evaluations: ``"noise:0.01"`` adds Gaussian noise of 0.01×each
+weight matrix's std, ``"quant:4"`` fake-quantizes weight matrices to 4 bits per output row (symmetric, absmax).
+The weights are restored exactly afterwards, and the perturbed points get their own fit.
+
+Usage::
+
+    args = TrainingArguments(..., eval_strategy="steps", eval_steps=50, include_num_input_tokens_seen="non_padding")
+    trainer = Trainer(..., callbacks=[ScalingLawCallback(perturb="quant:4")])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from hf_fundamentals.scaling import FitResult, fit_law
+
+logger = logging.getLogger(__name__)
+
+JSONL = "scaling_law.jsonl"
+
+
+@dataclass
+class ScalingPoint:
+    """One evaluation: step, tokens seen, parameters, eval loss (and the perturbed copy's loss, if evaluated)."""
+
+    step: int
+    tokens: float
+    n_params: float
+    loss: float
+    perturbed_loss: float | None = None
+
+
+@dataclass
+class ScalingReport:
+    """What one refit says: the law's constants, the predicted final loss, D* and how far along the run is."""
+
+    step: int
+    tokens: float
+    law: str
+    params: dict[str, float]
+    predicted_final_loss: float | None
+    final_tokens: float | None
+    d_star: float | None
+    fraction_of_d_star: float | None
+    r2_train: float | None
+    perturbed: dict[str, Any] | None = field(default=None)
+
+
+def count_parameters(model: torch.nn.Module, *, embeddings: bool = True) -> int:
+    """Trainable-or-not parameter count (``embeddings=False`` drops input/output embedding matrices)."""
+    skip: set[int] = set()
+    if not embeddings:
+        for getter in ("get_input_embeddings", "get_output_embeddings"):
+            module = getattr(model, getter, lambda: None)()
+            if module is not None and getattr(module, "weight", None) is not None:
+                skip.add(id(module.weight))
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or id(p) in skip:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def parse_perturbation(spec: str | None) -> tuple[str, float] | None:
+    """``"noise:0.01"`` / ``"quant:4"`` -> (kind, value); None -> None; anything else raises ValueError."""
+    if spec is None:
+        return None
+    kind, _, value = spec.partition(":")
+    try:
+        val = float(value)
+    except ValueError:
+        val = float("nan")
+    if kind == "noise" and val > 0:
+        return kind, val
+    if kind == "quant" and val >= 2 and val == int(val):
+        return kind, val
+    raise ValueError(f"perturb must be 'noise:<relative std > 0>' or 'quant:<bits >= 2>'; got {spec!r}")
+
+
+@torch.no_grad()
+def perturb_weights_(
+    model: torch.nn.Module, kind: str, value: float, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Perturb every 2-D weight matrix in place; returns the originals (restore with ``load_state_dict``-style
+    copy). ``noise``: add N(0, (value·std)²); ``quant``: symmetric absmax fake-quantization per output row."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    saved: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if p.dim() != 2:
+            continue
+        saved[name] = p.detach().clone()
+        w = p.detach().float()
+        if kind == "noise":
+            noise = torch.randn(w.shape, generator=gen).to(w.device)
+            w = w + value * w.std() * noise
+        else:
+            levels = 2 ** (int(value) - 1) - 1
+            scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / levels
+            w = torch.round(w / scale).clamp(-levels, levels) * scale
+        p.copy_(w.to(p.dtype))
+    return saved
+
+
+@torch.no_grad()
+def restore_weights_(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Undo :func:`perturb_weights_` exactly."""
+    params = dict(model.named_parameters())
+    for name, value in saved.items():
+        params[name].copy_(value)
+
+
+@torch.no_grad()
+def mean_eval_loss(model: torch.nn.Module, dataloader, max_batches: int | None = None) -> float:
+    """Token-weighted mean loss of ``model`` over a dataloader of causal-LM batches (labels, -100 ignored)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i, batch in enumerate(dataloader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        out = model(**batch)
+        labels = batch.get("labels", batch["input_ids"])
+        n = int((labels[:, 1:] != -100).sum())
+        total += float(out.loss) * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+class ScalingLawCallback(TrainerCallback):
+    """Refit a Shannon law to the run's eval losses and warn near the turning point (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        n_params: int | None = None,
+        prior: FitResult | str | Path | None = None,
+        min_points: int = 6,
+        warn_fraction: float = 0.9,
+        perturb: str | None = None,
+        perturb_every: int = 1,
+        perturb_batches: int | None = 8,
+        output_file: str | None = JSONL,
+        fit_kwargs: dict[str, Any] | None = None,
+    ):
+        if isinstance(prior, str | Path):
+            prior = FitResult.from_json(Path(prior).read_text())
+        if prior is not None and prior.law != "shannon":
+            raise ValueError(f"prior must be a fit of the full 'shannon' law; got {prior.law!r}")
+        if min_points < 6:
+            raise ValueError(
+                f"min_points must be >= 6 (the single-run law has 5 constants); got {min_points}"
+            )
+        if not 0 < warn_fraction <= 1:
+            raise ValueError(f"warn_fraction must lie in (0, 1]; got {warn_fraction}")
+        if perturb_every < 1:
+            raise ValueError(f"perturb_every must be >= 1; got {perturb_every}")
+        self.n_params = n_params
+        self.prior = prior
+        self.min_points = min_points
+        self.warn_fraction = warn_fraction
+        self.perturbation = parse_perturbation(perturb)
+        self.perturb_every = perturb_every
+        self.perturb_batches = perturb_batches
+        self.output_file = output_file
+        self.fit_kwargs = {"n_starts": 64, **(fit_kwargs or {})}
+        self.points: list[ScalingPoint] = []
+        self.reports: list[ScalingReport] = []
+        self._warned = False
+        self._evals = 0
+
+    # ------------------------------------------------------------------------------------------ Trainer hooks
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if args.include_num_input_tokens_seen in ("no", False):
+            raise ValueError(
+                "ScalingLawCallback needs the Trainer to count tokens: set "
+                "TrainingArguments(include_num_input_tokens_seen='non_padding')"
+            )
+        if args.include_num_input_tokens_seen != "non_padding":
+            logger.warning(
+                "include_num_input_tokens_seen=%r counts padding tokens too; 'non_padding' counts real tokens",
+                args.include_num_input_tokens_seen,
+            )
+        if self.n_params is None and model is not None:
+            self.n_params = count_parameters(model)
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, eval_dataloader=None, **kwargs):
+        if not metrics or "eval_loss" not in metrics or state.num_input_tokens_seen <= 0:
+            return
+        self._evals += 1
+        point = ScalingPoint(
+            step=state.global_step,
+            tokens=float(state.num_input_tokens_seen),
+            n_params=float(self.n_params or count_parameters(model)),
+            loss=float(metrics["eval_loss"]),
+        )
+        if self.perturbation is not None and self._evals % self.perturb_every == 0:
+            if eval_dataloader is None:
+                logger.warning("ScalingLawCallback: no eval dataloader to evaluate the perturbed copy on")
+            else:
+                kind, value = self.perturbation
+                saved = perturb_weights_(model, kind, value, seed=state.global_step)
+                try:
+                    point.perturbed_loss = mean_eval_loss(model, eval_dataloader, self.perturb_batches)
+                finally:
+                    restore_weights_(model, saved)
+        self.points.append(point)
+        if len(self.points) < self.min_points:
+            return
+        steps_left_total = args.max_steps if args.max_steps and args.max_steps > 0 else state.max_steps
+        final_tokens = point.tokens / max(point.step, 1) * steps_left_total if steps_left_total else None
+        report = self.refit(final_tokens)
+        self.reports.append(report)
+        self._emit(args, state, report)
+
+    # ------------------------------------------------------------------------------------------------ fitting
+    def refit(self, final_tokens: float | None = None) -> ScalingReport:
+        """Fit the recorded points now (see the module docstring) and return the report."""
+        if len(self.points) < self.min_points:
+            raise ValueError(f"need at least {self.min_points} evaluations to fit; have {len(self.points)}")
+        last = self.points[-1]
+        tokens = np.array([p.tokens for p in self.points])
+        losses = np.array([p.loss for p in self.points])
+        law, params, d_star, predict, r2 = self._fit(tokens, losses, last.n_params)
+        report = ScalingReport(
+            step=last.step,
+            tokens=last.tokens,
+            law=law,
+            params=params,
+            predicted_final_loss=None if final_tokens is None else float(predict(final_tokens)),
+            final_tokens=final_tokens,
+            d_star=d_star,
+            fraction_of_d_star=None if d_star is None else last.tokens / d_star,
+            r2_train=r2,
+        )
+        perturbed = [(p.tokens, p.perturbed_loss) for p in self.points if p.perturbed_loss is not None]
+        if len(perturbed) >= self.min_points:
+            t, y = (np.array(c) for c in zip(*perturbed, strict=True))
+            plaw, pparams, pd_star, ppredict, pr2 = self._fit(t, y, last.n_params, use_prior=False)
+            report.perturbed = {
+                "perturbation": f"{self.perturbation[0]}:{self.perturbation[1]:g}",
+                "params": pparams,
+                "d_star": pd_star,
+                "fraction_of_d_star": None if pd_star is None else last.tokens / pd_star,
+                "predicted_final_loss": None if final_tokens is None else float(ppredict(final_tokens)),
+                "r2_train": pr2,
+            }
+        return report
+
+    def _fit(self, tokens: np.ndarray, losses: np.ndarray, n_params: float, use_prior: bool = True):
+        if self.prior is not None and use_prior:
+            base = self.prior.predict(np.full_like(tokens, n_params), tokens)
+            shift = float(np.mean(np.log(losses) - np.log(base)))
+            d_star = self.prior.d_star(n_params)
+            resid = np.log(losses) - np.log(base) - shift
+            r2 = 1 - float(
+                np.sum(resid**2) / max(np.sum((np.log(losses) - np.log(losses).mean()) ** 2), 1e-300)
+            )
+
+            def predict(d: float) -> float:
+                return float(self.prior.predict(n_params, d)) * math.exp(shift)
+
+            return "shannon (prior, shifted)", {**self.prior.params, "log_shift": shift}, d_star, predict, r2
+        fit = fit_law("shannon_run", np.full_like(tokens, n_params), tokens, losses, **self.fit_kwargs)
+
+        def predict(d: float) -> float:
+            return float(fit.predict(n_params, d))
+
+        return "shannon_run", fit.params, fit.d_star(n_params), predict, fit.r2_train
+
+    def _emit(self, args, state, report: ScalingReport) -> None:
+        record = {"scaling/" + k: v for k, v in report.__dict__.items() if k not in ("params", "perturbed")}
+        record["scaling/params"] = report.params
+        if report.perturbed is not None:
+            record["scaling/perturbed"] = report.perturbed
+        state.log_history.append({**record, "step": state.global_step})
+        if self.output_file and args.output_dir and state.is_world_process_zero:
+            path = Path(args.output_dir) / self.output_file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as fh:
+                fh.write(json.dumps({"step": state.global_step, **record}) + "\n")
+        final = "n/a" if report.predicted_final_loss is None else f"{report.predicted_final_loss:.4f}"
+        d_txt = "none (still falling)" if report.d_star is None else f"{report.d_star:.3g} tokens"
+        logger.info("scaling law at %.3g tokens: predicted final loss %s, D* %s", report.tokens, final, d_txt)
+        fractions = [report.fraction_of_d_star]
+        if report.perturbed is not None:
+            fractions.append(report.perturbed["fraction_of_d_star"])
+        if not self._warned and any(f is not None and f >= self.warn_fraction for f in fractions):
+            self._warned = True
+            which = (
+                "clean" if fractions[0] is not None and fractions[0] >= self.warn_fraction else "perturbed"
+            )
+            logger.warning(
+                "ScalingLawCallback: the run is at %.0f%% of the fitted turning point D* (%s loss): more tokens are "
+                "predicted to make that loss worse, not better",
+                100 * max(f for f in fractions if f is not None),
+                which,
+            )
