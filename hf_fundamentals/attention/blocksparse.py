@@ -255,12 +255,16 @@ def blocksparse_attention(
             after = torch.logaddexp(log_z[gi][..., None], torch.logcumsumexp(mass, dim=-1))  # Z after block j
             before = torch.cat([log_z[gi][..., None], after[..., :-1]], dim=-1)  # Z before block j is taken
             u_at = suffix[gi][..., cols]
-            ok = ((u_at == float("-inf")) | (u_at - before <= thr) | ~q_real_g[gi][..., None]).all(1)  # [A, c]
+            ok = ((u_at == float("-inf")) | (u_at - before <= thr) | ~q_real_g[gi][..., None]).all(
+                1
+            )  # [A, c]
             found = ok.any(-1)
             first = torch.argmax(ok.to(torch.int8), dim=-1)
             done, rest = gi[found], gi[~found]
             n_take[done] = s0 + first[found]
-            log_z[done] = torch.gather(before[found], 2, first[found][:, None, None].expand(-1, bs, 1))[..., 0]
+            log_z[done] = torch.gather(before[found], 2, first[found][:, None, None].expand(-1, bs, 1))[
+                ..., 0
+            ]
             log_z[rest] = after[~found][..., -1]
             n_take[rest] = s0 + len(cols)
             active[done] = False
