@@ -268,6 +268,46 @@ class HffArguments:
         metadata={"help": "lowrank: number of random features (default 256; taylor2 ignores it)."},
     )
 
+    hff_kd_teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pretraining distillation (arXiv 2605.23857): distil this frozen teacher (a path, Hub id or "
+            "'embedded'; same tokenizer as the student) into the trained model with the loss "
+            "(1 - kd_alpha) CE + kd_alpha T^2 KL, computed chunk by chunk; logs ce, kd and teacher_ce. "
+            "Small, undertrained teachers can help a larger student."
+        },
+    )
+    kd_alpha: float = field(
+        default=0.5,
+        metadata={
+            "help": "Weight of the KD term in [0, 1] (0: plain CE, 1: pure KD); the paper finds weak teachers "
+            "want a low alpha (0.2-0.4) and stronger ones 0.6-1.0."
+        },
+    )
+    kd_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Softmax temperature of the KD term (CE stays at T = 1); the paper's is 1."},
+    )
+    kd_kl: str = field(
+        default="forward",
+        metadata={
+            "help": "'forward': KL(teacher || student), the paper's; 'reverse': KL(student || teacher)."
+        },
+    )
+    kd_chunk_size: int = field(
+        default=1024,
+        metadata={
+            "help": "Tokens projected to full-vocabulary logits at a time (bounds the logits' memory)."
+        },
+    )
+    kd_teacher_revision: str | None = field(
+        default=None, metadata={"help": "Hub revision of the teacher (e.g. an early-checkpoint branch)."}
+    )
+    kd_teacher_dtype: str = field(
+        default="auto",
+        metadata={"help": "Teacher dtype: 'auto' (the student's), 'float32', 'bfloat16' or 'float16'."},
+    )
+
     def _refuse_orphan_flags(self, prefix: str, why: str) -> None:
         """Fail when flags named ``prefix*`` differ from their defaults while their switch is off (``why``)."""
         changed = [
@@ -343,6 +383,21 @@ class HffArguments:
                         f"{', '.join(clash)} cannot be used with --hff_mue: the plan sets Muon's lr, keeps routers "
                         "on AdamW and covers full training of known modules only"
                     )
+        if self.hff_kd_teacher is None:
+            self._refuse_orphan_flags(
+                "kd_",
+                "set but --hff_kd_teacher is not; add --hff_kd_teacher PATH_OR_ID (or drop the KD flags)",
+            )
+        else:
+            self.kd_config()  # bad values fail now, before any model loads
+            if self.kd_teacher_dtype not in ("auto", "float32", "bfloat16", "float16"):
+                raise ValueError(
+                    f"--kd_teacher_dtype {self.kd_teacher_dtype!r}; accepted: auto, float32, bfloat16, float16"
+                )
+            if self.hff_memft != "none":
+                raise ValueError(
+                    "--hff_kd_teacher and --hff_memft both replace the token loss; use one of them"
+                )
         if self.hff_order == "none":
             self._refuse_orphan_flags(
                 "order_",
@@ -422,6 +477,22 @@ class HffArguments:
             retire_recheck=self.memft_retire_recheck,
         )
 
+    def kd_config(self):
+        """The :class:`~hf_fundamentals.distill.KDConfig` of these flags (None without --hff_kd_teacher)."""
+        if self.hff_kd_teacher is None:
+            return None
+        from hf_fundamentals.distill import KDConfig
+
+        try:
+            return KDConfig(
+                alpha=self.kd_alpha,
+                temperature=self.kd_temperature,
+                kl=self.kd_kl,
+                chunk_size=self.kd_chunk_size,
+            )
+        except ValueError as err:
+            raise ValueError(f"--kd_* flags: {err}") from err
+
     def configure_attention(self) -> str | None:
         """Apply the --attention_* settings in this process (they are module-wide, so every launched process
         must call this) and return the ``attn_implementation`` name, or None without --hff_attention."""
@@ -448,6 +519,11 @@ class HffArguments:
                 f", retire after {self.memft_retire_after} learned visits" if self.memft_retire_after else ""
             )
             on.append(f"memft {self.hff_memft} (p > {self.memft_threshold:g}{retire})")
+        if self.hff_kd_teacher is not None:
+            on.append(
+                f"distillation from {self.hff_kd_teacher} (alpha {self.kd_alpha:g}, T {self.kd_temperature:g}, "
+                f"{self.kd_kl} KL)"
+            )
         if self.hff_awd != "none":
             on.append(f"anchored weight decay {self.hff_awd} (lambda {self.awd_lambda:g})")
         if self.hff_order != "none":

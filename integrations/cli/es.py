@@ -176,6 +176,8 @@ def build_trainer(script_args: ESScriptArguments, training_args, hff_args) -> An
         raise ValueError("--hff_optimizer does not apply to ES (no gradients, no optimizer)")
     if hff_args.hff_memft != "none":
         raise ValueError("--hff_memft changes a token loss; ES has none")
+    if hff_args.hff_kd_teacher is not None:
+        raise ValueError("--hff_kd_teacher distils through a token loss; ES has none")
     register()
     funcs = script_args.reward_funcs()
     dataset = load_prompts(script_args)

@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "hf_fundamentals.integrations.cli.scaling",
         "fit scaling laws (Shannon, Chinchilla, Kaplan) to runs; predict loss and turning points D*(N), N*(D)",
     ),
+    "kd": (
+        "hf_fundamentals.integrations.cli.kd",
+        "pretraining distillation from a frozen (possibly weak) teacher: (1-a) CE + a T^2 KL, chunked",
+    ),
     "corpora": (
         "hf_fundamentals.integrations.cli.corpora",
         "list, install and sample the offline text corpora",

@@ -24,7 +24,12 @@ class TrainerExtras:
     hff_args: HffArguments | None = None
 
     def trainer_class(self, base: type) -> type:
-        """``base`` with the trainer-level techniques mixed in (``--hff_memft``); ``base`` itself otherwise."""
+        """``base`` with the trainer-level techniques mixed in (``--hff_memft``, ``--hff_kd_teacher``); ``base``
+        itself otherwise."""
+        if self.hff_args is not None and self.hff_args.hff_kd_teacher is not None:
+            from hf_fundamentals.integrations.transformers.distill import kd_trainer_class
+
+            return kd_trainer_class(base)
         if self.hff_args is None or self.hff_args.hff_memft == "none":
             return base
         from hf_fundamentals.integrations.transformers.memft import memft_trainer_class
@@ -32,8 +37,13 @@ class TrainerExtras:
         return memft_trainer_class(base)
 
     def trainer_kwargs(self) -> dict[str, Any]:
-        """Constructor keywords for :meth:`trainer_class` (callbacks, optimizer factory, MemFT config)."""
+        """Constructor keywords for :meth:`trainer_class` (callbacks, optimizer factory, MemFT config, teacher)."""
         kwargs = self.as_kwargs()
+        if self.hff_args is not None and self.hff_args.hff_kd_teacher is not None:
+            kwargs["teacher_model"] = self.hff_args.hff_kd_teacher
+            kwargs["kd"] = self.hff_args.kd_config()
+            kwargs["teacher_dtype"] = self.hff_args.kd_teacher_dtype
+            kwargs["teacher_revision"] = self.hff_args.kd_teacher_revision
         if self.hff_args is not None and self.hff_args.hff_memft != "none":
             kwargs["memft"] = self.hff_args.memft_config()
             kwargs["memft_curriculum_epochs"] = self.hff_args.memft_curriculum_epochs
@@ -80,6 +90,11 @@ class TrainerExtras:
             raise ValueError(
                 "--hff_memft changes the trainer's loss, which cannot be switched on in a built trainer: build it "
                 "as extras.trainer_class(TrainerClass)(..., **extras.trainer_kwargs())"
+            )
+        if self.hff_args is not None and self.hff_args.hff_kd_teacher is not None:
+            raise ValueError(
+                "--hff_kd_teacher changes the trainer's loss, which cannot be switched on in a built trainer: build "
+                "it as extras.trainer_class(TrainerClass)(..., **extras.trainer_kwargs())"
             )
         if self.optimizer_cls_and_kwargs is not None and trainer.optimizer is not None:
             raise ValueError(
