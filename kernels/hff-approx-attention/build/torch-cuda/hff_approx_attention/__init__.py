@@ -123,7 +123,9 @@ def flash_attn_forward(
     """transformers AttentionInterface function: query [B, H, n_q, D], key/value [B, H_kv, n_k, D]; returns
     ([B, n_q, H, D], None). Runs the configured kernel; per-call statistics land on ``module._hff_kernel_stats``."""
     if dropout and module.training:
-        raise ValueError("hff-approx-attention has no attention dropout: set attention_dropout=0 in the config")
+        raise ValueError(
+            "hff-approx-attention has no attention dropout: set attention_dropout=0 in the config"
+        )
     n_q, n_k = query.shape[2], key.shape[2]
     scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
@@ -155,7 +157,9 @@ def flash_attn_forward(
         out = _sdpa(query, key, value, attention_mask, scale, causal)
         return out.transpose(1, 2).contiguous(), None
     if _SETTINGS["mode"] == "exact" or n_k < _SETTINGS["min_seq_len"] or _SETTINGS["eps"] == 0.0:
-        out = flash_forward(query, key, value, scale=scale, causal=causal, key_padding_mask=padding, offset=offset)
+        out = flash_forward(
+            query, key, value, scale=scale, causal=causal, key_padding_mask=padding, offset=offset
+        )
         module._hff_kernel_stats = {"path": "exact"}
     else:
         res = blocksparse_forward(

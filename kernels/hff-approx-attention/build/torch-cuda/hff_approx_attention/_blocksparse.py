@@ -43,7 +43,11 @@ def _summary_kernel(
     offs_d = tl.arange(0, DP)
     kin = offs_k < n_k
     kmask = kin[:, None] & (offs_d[None, :] < D)
-    k = tl.load(K + b * stride_kb + hk * stride_kh + offs_k[:, None] * stride_kn + offs_d[None, :], mask=kmask, other=0.0)
+    k = tl.load(
+        K + b * stride_kb + hk * stride_kh + offs_k[:, None] * stride_kn + offs_d[None, :],
+        mask=kmask,
+        other=0.0,
+    )
     if COUNT_IO:
         _count(IO, 1, kmask)
     real = kin
@@ -135,7 +139,11 @@ def _local_kernel(
     offs_d = tl.arange(0, DP)
     dmask = offs_d[None, :] < D
     qmask = (offs_q[:, None] < n_q) & dmask
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qn + offs_d[None, :], mask=qmask, other=0.0)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qn + offs_d[None, :],
+        mask=qmask,
+        other=0.0,
+    )
     if COUNT_IO:
         _count(IO, 0, qmask)
     k_base = K + b * stride_kb + hk * stride_kh
@@ -177,7 +185,11 @@ def _score_kernel(
     dmask = offs_d[None, :] < D
     qin = offs_q < n_q
     qmask = qin[:, None] & dmask
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qn + offs_d[None, :], mask=qmask, other=0.0)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qn + offs_d[None, :],
+        mask=qmask,
+        other=0.0,
+    )
     lz = tl.load(LZ + pid_bh * n_q + offs_q, mask=qin, other=float("-inf"))
     if COUNT_IO:
         _count(IO, 0, qmask)
@@ -204,7 +216,10 @@ def _score_kernel(
             _count(IO, 4, cmask)
             _count(IO, 4, cmask)
             _count(IO, 4, cin)
-        ub = (tl.dot(q, tl.trans(cen), input_precision="ieee") + tl.dot(qa, tl.trans(rad), input_precision="ieee")) * scale
+        ub = (
+            tl.dot(q, tl.trans(cen), input_precision="ieee")
+            + tl.dot(qa, tl.trans(rad), input_precision="ieee")
+        ) * scale
         logw = tl.log(tl.where(cnt > 0, cnt, 1).to(tl.float32))[None, :] + ub - lz[:, None]
         ok = qin[:, None] & (cnt > 0)[None, :]
         logw = tl.where(ok, logw, float("-inf"))
@@ -223,7 +238,7 @@ def _score_kernel(
 
 @triton.jit
 def _sparse_fwd_kernel(
-    Q, K, V, O, KR, LIST, NLIST, LOGS, LZ, P, IO,
+    Q, K, V, Out, KR, LIST, NLIST, LOGS, LZ, P, IO,
     stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on, stride_krb,
     n_q, n_k, heads, groups, n_qb, max_list, scale, offset,
@@ -240,7 +255,11 @@ def _sparse_fwd_kernel(
     dmask = offs_d[None, :] < D
     qin = offs_q < n_q
     qmask = qin[:, None] & dmask
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qn + offs_d[None, :], mask=qmask, other=0.0)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qn + offs_d[None, :],
+        mask=qmask,
+        other=0.0,
+    )
     if COUNT_IO:
         _count(IO, 0, qmask)
     k_base = K + b * stride_kb + hk * stride_kh
@@ -260,8 +279,8 @@ def _sparse_fwd_kernel(
                                 offset, scale, m_i, l_i, acc, IO, offs_d, dmask,
                                 BLOCK, CAUSAL, HAS_KR, True, COUNT_IO)  # fmt: skip
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    tl.store(O + b * stride_ob + h * stride_oh + offs_q[:, None] * stride_on + offs_d[None, :],
-             out.to(O.dtype.element_ty), mask=qmask)  # fmt: skip
+    tl.store(Out + b * stride_ob + h * stride_oh + offs_q[:, None] * stride_on + offs_d[None, :],
+             out.to(Out.dtype.element_ty), mask=qmask)  # fmt: skip
     # certified skipped mass: p = S·Z_loc / (Z_kept + S·Z_loc), S = exp(log_s) (0 when nothing was skipped)
     log_s = tl.load(LOGS + g)
     lz_loc = tl.load(LZ + pid_bh * n_q + offs_q, mask=qin, other=float("-inf"))
@@ -305,7 +324,9 @@ def _band(n_q: int, n_k: int, block: int, causal: bool, offset: int, device) -> 
 def select_blocks(logw: torch.Tensor, band: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Host step: ``logw`` [G, n_qb, n_kb] block scores (−inf = not visible or always kept). Skip the lightest
     candidates while ``Σ_skip w <= eps/(1−eps)``. Returns ``kept`` [G, n_qb, n_kb] bool and ``log S`` [G, n_qb]."""
-    budget = math.log(eps) - math.log1p(-eps) if 0.0 < eps < 1.0 else (float("-inf") if eps <= 0 else float("inf"))
+    budget = (
+        math.log(eps) - math.log1p(-eps) if 0.0 < eps < 1.0 else (float("-inf") if eps <= 0 else float("inf"))
+    )
     cand = logw > float("-inf")
     ordered, order = torch.sort(logw.masked_fill(~cand, float("inf")), dim=-1)  # lightest first
     finite = torch.isfinite(ordered)
@@ -391,7 +412,11 @@ def blocksparse_forward(
     # only if it is in the band)
     n_list = kept.sum(-1).to(torch.int32)
     max_list = int(n_list.max())
-    lists = torch.argsort((~kept).to(torch.int8), dim=-1, stable=True)[..., :max_list].to(torch.int32).contiguous()
+    lists = (
+        torch.argsort((~kept).to(torch.int8), dim=-1, stable=True)[..., :max_list]
+        .to(torch.int32)
+        .contiguous()
+    )
     _sparse_fwd_kernel[(n_qb, bsz * heads)](
         q, k, v, out, kr_arg, lists, n_list.contiguous(), log_s.contiguous(), log_z_loc, p, io_arg,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),

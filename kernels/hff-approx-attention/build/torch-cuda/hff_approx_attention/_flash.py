@@ -21,7 +21,7 @@ def _count(io_ptr, slot: tl.constexpr, mask):
 
 @triton.jit
 def _flash_fwd_kernel(
-    Q, K, V, O, KR, IO,
+    Q, K, V, Out, KR, IO,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -40,7 +40,11 @@ def _flash_fwd_kernel(
     offs_d = tl.arange(0, DP)
     dmask = offs_d[None, :] < D
     qmask = (offs_q[:, None] < n_q) & dmask
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qn + offs_d[None, :], mask=qmask, other=0.0)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_q[:, None] * stride_qn + offs_d[None, :],
+        mask=qmask,
+        other=0.0,
+    )
     if COUNT_IO:
         _count(IO, 0, qmask)
     m_i = tl.full((BLOCK_Q,), float("-inf"), tl.float32)
@@ -79,8 +83,8 @@ def _flash_fwd_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
         m_i = m_new
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    o_ptrs = O + b * stride_ob + h * stride_oh + offs_q[:, None] * stride_on + offs_d[None, :]
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=qmask)
+    o_ptrs = Out + b * stride_ob + h * stride_oh + offs_q[:, None] * stride_on + offs_d[None, :]
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=qmask)
     if COUNT_IO:
         _count(IO, 3, qmask)
 

@@ -91,14 +91,14 @@ def relay_scan(
 ) -> ScanResult:
     """Hard relay states of a bank of relays, by the Triton scan.
 
-    ``u`` ``[..., n]`` float (one drive per token and leading index, e.g. ``[batch, heads, n]``);
-    ``alpha``/``beta`` ``[..., R]`` (up / down thresholds, ``alpha >= beta``), broadcast against
-    ``u.shape[:-1]``; ``real`` bool, broadcast against ``u`` (True = real token; padded tokens are no event).
-    Returns :class:`ScanResult`: states ``[..., n, R]`` int8 in {−1, +1} (``return_states``), anchors
-    ``[..., n, R]`` int64 (``return_anchors``) and the final carry ``[..., R]`` (its anchor and anchor drive are
-tracked only with ``return_anchors``: otherwise −1 and −inf). Work Θ(n·R), memory O(R) per
-    program besides the outputs. ``block_t`` (tokens per chunk, default 32) and ``block_r`` (relays per
-    program, default ``next_pow2(R)`` up to 128) are powers of two >= 16."""
+        ``u`` ``[..., n]`` float (one drive per token and leading index, e.g. ``[batch, heads, n]``);
+        ``alpha``/``beta`` ``[..., R]`` (up / down thresholds, ``alpha >= beta``), broadcast against
+        ``u.shape[:-1]``; ``real`` bool, broadcast against ``u`` (True = real token; padded tokens are no event).
+        Returns :class:`ScanResult`: states ``[..., n, R]`` int8 in {−1, +1} (``return_states``), anchors
+        ``[..., n, R]`` int64 (``return_anchors``) and the final carry ``[..., R]`` (its anchor and anchor drive are
+    tracked only with ``return_anchors``: otherwise −1 and −inf). Work Θ(n·R), memory O(R) per
+        program besides the outputs. ``block_t`` (tokens per chunk, default 32) and ``block_r`` (relays per
+        program, default ``next_pow2(R)`` up to 128) are powers of two >= 16."""
     if u.dim() < 1 or alpha.shape != beta.shape or alpha.dim() < 1:
         raise ValueError(
             f"need u [..., n] and alpha/beta [..., R] of one shape; got {tuple(u.shape)}, {tuple(alpha.shape)}, "
@@ -255,7 +255,5 @@ def preisach_forward(
     out = out.to(query.dtype)
     if not return_final:
         return out
-    final = RelayCarry(
-        f_up.view(b, h, r_count) != 0, f_anc.view(b, h, r_count), f_drv.view(b, h, r_count)
-    )
+    final = RelayCarry(f_up.view(b, h, r_count) != 0, f_anc.view(b, h, r_count), f_drv.view(b, h, r_count))
     return out, final

@@ -102,7 +102,9 @@ def _relay_scan_kernel(
 
         if TRACK_ANCHORS:
             seg = tl.cumsum(dn.to(tl.int32), 0)
-            val = tl.where(real[:, None], u[:, None], float("-inf")) + tl.zeros((BLOCK_T, BLOCK_R), tl.float32)
+            val = tl.where(real[:, None], u[:, None], float("-inf")) + tl.zeros(
+                (BLOCK_T, BLOCK_R), tl.float32
+            )
             idx = t[:, None] + tl.zeros((BLOCK_T, BLOCK_R), tl.int32)
             s_seg, s_val, s_idx = tl.associative_scan((seg, val, idx), 0, _lex_max)
             use_carry = (s_seg == 0) & (carry_drv[None, :] > s_val)
@@ -141,7 +143,11 @@ def _relay_scan_kernel(
                     coef = w * tl.sigmoid(logits)
                 safe = tl.where(is_up, anc, 0)
                 vv = tl.load(
-                    V + b * stride_vb + hk * stride_vh + safe[:, :, None] * stride_vn + offs_dv[None, None, :],
+                    V
+                    + b * stride_vb
+                    + hk * stride_vh
+                    + safe[:, :, None] * stride_vn
+                    + offs_dv[None, None, :],
                     mask=(is_up & rmask[None, :] & omask_t[:, None])[:, :, None] & dvmask[None, None, :],
                     other=0.0,
                 ).to(tl.float32)  # [BLOCK_T, BLOCK_R, DVP]
