@@ -83,15 +83,7 @@ def _launched() -> None:
     script_args, training_args, model_args, dataset_args, hff_args = parser.parse_args_and_config(
         fail_with_unknown_args=False
     )
-    trainer = run(script_args, training_args, model_args, dataset_args, hff_args)
-    if trainer.accelerator.num_processes > 1:  # see hff sft: leave without running gloo's destructors
-        import logging
-        import os
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        logging.shutdown()
-        os._exit(0)
+    sft.leave_rank(run(script_args, training_args, model_args, dataset_args, hff_args))
 
 
 if __name__ == "__main__":

@@ -170,12 +170,16 @@ def _launched() -> None:
     script_args, training_args, model_args, dataset_args, hff_args = parser.parse_args_and_config(
         fail_with_unknown_args=False
     )
-    trainer = run(script_args, training_args, model_args, dataset_args, hff_args)
+    leave_rank(run(script_args, training_args, model_args, dataset_args, hff_args))
+
+
+def leave_rank(trainer) -> None:
+    """End a launched rank: with several processes, leave without running destructors. Freeing the DDP model
+    frees its gloo process group, whose destructor joins gloo's worker thread while holding the GIL; a worker
+    still dropping a finished collective needs the GIL to release its tensors, so the two wait on each other
+    forever (py-spy on a rank hung after "Model saved", in CI twice and once here). By now everything is saved
+    and the group is destroyed (``run`` ends with ``trainer.end()``)."""
     if trainer.accelerator.num_processes > 1:
-        # Leave without running destructors. Freeing the DDP model frees its gloo process group, whose
-        # destructor joins gloo's worker thread while holding the GIL; a worker still dropping a finished
-        # collective needs the GIL to release its tensors, so the two wait on each other forever (py-spy on a
-        # rank hung after "Model saved", in CI twice and once here). Everything is saved and the group is gone.
         import logging
         import os
 
