@@ -493,7 +493,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short context and fewer checks (smoke run)")
     parser.add_argument("--report", action="store_true", help="reprint the saved results")
+    parser.add_argument(
+        "--speed_only",
+        action="store_true",
+        help="rerun only the CPU speed section (alone on the machine) into the existing results file",
+    )
     args = parser.parse_args(argv)
+    if args.speed_only:
+        res = json.loads(RESULTS.read_text())
+        lengths = tuple(res["settings"]["speed_lengths"])
+        res["speed"] = sp = speed(lengths, quick=False)
+        key_n = lengths[-1]
+        res["headline"][f"cpu_speedup_vs_sdpa_n{key_n}"] = sp[f"sink_n{key_n}"]["speedup_blocksparse_vs_sdpa"]
+        res["headline"][f"cpu_speedup_vs_sdpa_n{lengths[-2]}_gaussian"] = sp[f"gaussian_n{lengths[-2]}"][
+            "speedup_blocksparse_vs_sdpa"
+        ]
+        res["headline"][f"cpu_speedup_lowrank_vs_sdpa_n{key_n}"] = sp[f"gaussian_n{key_n}"][
+            "speedup_lowrank_random256_vs_sdpa"
+        ]
+        res["settings"]["speed_rerun_alone"] = True
+        RESULTS.write_text(json.dumps(res, indent=1))
+        print(summarize(res))
+        return 0
     if args.report:
         print(summarize(json.loads(RESULTS.read_text())))
         return 0
