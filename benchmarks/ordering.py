@@ -14,7 +14,7 @@ characters (3%, 8%, 15%, 30%) with random printable characters. The grade is nev
 to the ordering: the score is each sample's zlib compression ratio (hf_fundamentals.ordering.scores), ordered
 *descending* so that training moves from the noisiest-looking to the most regular text, as a quality
 curriculum ends on the best data. The measure is the loss on held-out clean text after the epoch. AdamW lr
-1.5e-3 (the tuned AdamW lr of benchmarks/muon.py on this model and corpus), 20 warmup steps, cosine to 10%,
+1.5e-3 (the tuned AdamW lr of benchmarks/optim.py on this model and corpus), 20 warmup steps, cosine to 10%,
 batch 8. A seed changes the model init, which documents are drawn and which grade each gets; every method
 sees the same samples for a seed, so differences are paired.
 """
@@ -316,7 +316,7 @@ def section_extras(seeds: list[int]) -> dict[str, Any]:
 
 
 def _plot_orders(data: dict[str, Any]) -> None:
-    from hf_fundamentals.integrations.ordering import plot_orders
+    from hf_fundamentals.integrations.ordering.datasets import plot_orders
     from hf_fundamentals.ordering import order_indices
 
     orders = {m: order_indices(data["scores"], m, ascending=False) for m in METHODS}

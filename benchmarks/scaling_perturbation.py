@@ -64,7 +64,7 @@ def collate(features):
 def run(steps: int, bits: int, eval_every: int, out_dir: Path):
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
-    from hf_fundamentals.integrations.transformers.scaling import ScalingLawCallback
+    from hf_fundamentals.integrations.scaling.callback import ScalingLawCallback
 
     torch.manual_seed(0)
     config = LlamaConfig(

@@ -6,8 +6,7 @@ python examples/audit_a_model.py HuggingFaceTB/SmolLM2-360M   # any Hub id or lo
 
 import sys
 
-from hf_fundamentals.integrations.arguments import AuditArguments
-from hf_fundamentals.integrations.audit import run_audit
+from hf_fundamentals.integrations.audit import AuditArguments, run_audit
 
 args = AuditArguments(
     model=sys.argv[1] if len(sys.argv) > 1 else "embedded",

@@ -10,7 +10,7 @@ same way but with 4 members and 8 prompts most members tie, and tied rewards giv
 the MLP down-projections (``params_to_perturb``), the cheapest slice that still learns on CPU.
 ``DriftMonitorCallback`` logs ‖θ − θ0‖, the KL to the base model on its own continuations of a few
 sentences, and a prior-task probe every 5 iterations, and writes ``drift_history.json`` and a plot.
-``benchmarks/es_awd.py`` is the measured, longer version of this run.
+``benchmarks/evolution.py`` is the measured, longer version of this run.
 """
 
 import argparse
@@ -19,10 +19,13 @@ import random
 import torch
 from datasets import Dataset
 
+from hf_fundamentals.integrations.evolution import (
+    AnchoredWeightDecayCallback,
+    DriftMonitorCallback,
+    ESTrainer,
+    ESTrainingConfig,
+)
 from hf_fundamentals.integrations.hub import load_model
-from hf_fundamentals.integrations.transformers.awd import AnchoredWeightDecayCallback
-from hf_fundamentals.integrations.transformers.drift import DriftMonitorCallback
-from hf_fundamentals.integrations.transformers.es import ESTrainer, ESTrainingConfig
 
 SHOTS = "3+4=7\n12+25=37\n40+18=58\n"
 SENTENCES = ["The history of the printing press", "A recipe for bread needs", "The moon orbits the earth and"]

@@ -25,7 +25,7 @@ from trl import SFTConfig, SFTTrainer
 
 from hf_fundamentals.integrations.arguments import HffArguments
 from hf_fundamentals.integrations.hub import load_model
-from hf_fundamentals.integrations.transformers.trainer import trainer_extras
+from hf_fundamentals.integrations.trainer import trainer_extras
 from hf_fundamentals.memorization import fidelity
 
 PRODUCTS = ["blue kettle", "oak desk", "steel ladder", "wool scarf", "glass vase", "cotton towel", "brass lamp",

@@ -21,7 +21,7 @@ from hf_fundamentals.integrations.arguments import HffArguments
 from hf_fundamentals.integrations.corpora import load_corpus
 from hf_fundamentals.integrations.hub import load_model
 from hf_fundamentals.integrations.ordering import order_report, plot_orders
-from hf_fundamentals.integrations.transformers.trainer import trainer_extras
+from hf_fundamentals.integrations.trainer import trainer_extras
 
 
 @dataclass

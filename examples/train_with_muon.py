@@ -19,7 +19,7 @@ from transformers import DataCollatorForLanguageModeling, HfArgumentParser, Trai
 from hf_fundamentals.integrations.arguments import HffArguments
 from hf_fundamentals.integrations.corpora import load_corpus
 from hf_fundamentals.integrations.hub import load_model
-from hf_fundamentals.integrations.transformers.trainer import trainer_extras
+from hf_fundamentals.integrations.trainer import trainer_extras
 
 
 @dataclass

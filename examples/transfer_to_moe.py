@@ -4,7 +4,7 @@ python examples/transfer_to_moe.py                       # a 16-expert top-2 Qwe
 python examples/transfer_to_moe.py --experts 32 --active 4 --d_model 256 --max_steps 200
 
 The proxy is a dense Qwen3 (d = 64, FFN 128) whose AdamW LR was tuned in the Complete-muE form (the benchmark
-``benchmarks/complete_mue.py`` does that sweep); the target is any Qwen3-MoE shape. ``transfer_plan`` turns the
+``benchmarks/moe.py`` does that sweep); the target is any Qwen3-MoE shape. ``transfer_plan`` turns the
 pair into per-group LR / init / weight decay / epsilon and forward multipliers; ``complete_mue_config`` switches
 on normalized top-k routing; ``apply_mue`` re-initializes the model under the plan; the plan's optimizer groups
 go to a plain ``transformers.Trainer``. The plan is saved as JSON (``--hff_mue plan.json --mue_apply`` gives the
@@ -21,7 +21,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3MoeConfig, Trainer, TrainingArguments
 
 from hf_fundamentals.corpora import build_corpus
-from hf_fundamentals.integrations.transformers.mue import (
+from hf_fundamentals.integrations.moe import (
     apply_mue,
     complete_mue_config,
     dense_proxy_from_config,

@@ -6,7 +6,7 @@
   compared with what sampling noise alone would give.
 - Cross-check: under label shift a calibration-based estimate (EM) and a confusion-based one (PACC) agree up to
   noise; a gap beyond their paired-bootstrap noise says the generations are not label-shifted reference text
-  (style shift, a weak LM, off-taxonomy text), which biases EM most (benchmarks/llmscan_mini.py).
+  (style shift, a weak LM, off-taxonomy text), which biases EM most (benchmarks/audit_llmscan_mini.py).
 - Out-of-taxonomy: under label shift the generations' classifier confidence is distributed like the reference
   documents' reweighted to the estimated prior. ``out_of_taxonomy_score`` = 0.5 - the generations' mean
   confidence percentile in that distribution: about 0 when the taxonomy fits, up to 0.5 when every generation

@@ -35,7 +35,7 @@ __all__ = [
     "rlls",
 ]
 
-# The estimator audits lead with. Chosen by benchmarks/llmscan_mini.py, the end-to-end benchmark on real LM
+# The estimator audits lead with. Chosen by benchmarks/audit_llmscan_mini.py, the end-to-end benchmark on real LM
 # generations: PACC has the lowest mean max-abs error there (1.5 points vs 4.9 for EM). The exact label-shift
 # simulation (benchmarks/audit_estimators.py) ranks EM first, but real generations are not label-shifted
 # reference text, and EM's reliance on calibration makes it the most fragile estimator once they are not.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -143,3 +143,48 @@ def sampled_kl_to_base(
         raise ValueError(f"shapes differ: base {tuple(base_logprobs.shape)}, current {tuple(logprobs.shape)}")
     diff = base_logprobs.float() - logprobs.float().to(base_logprobs.device)
     return _reduce(diff, mask, reduction)
+
+
+def drift_signals(history: Sequence[Mapping[str, Any]], every: int) -> dict[str, Any]:
+    """Derived signals of a drift history (rows with ``step``, optional ``prior_mean`` and ``target``).
+
+    ``P(0)`` is the first row's prior mean; ``F(t) = P(0) − P̄(t)``; ``t_val``/``t_forget`` are the steps of the
+    first maximum of the target and of ``F`` (``t_forget`` is None when nothing was forgotten, max ``F ≤ 0``).
+    ``warning`` is set when ``|t_val − t_forget| ≤ every``. ``recovery`` is ``R = (P̄(t) − P̄min)/(P(0) − P̄min)``
+    (``P̄min`` over the whole history) at the check after ``t_val`` nearest ``1.2·t_val``, reported only when
+    that check lies within ``every`` steps of ``1.2·t_val`` and ``P(0) > P̄min``. Pure: testable by hand.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1; got {every}")
+    out: dict[str, Any] = {"p0": None, "prior_min": None, "forgetting": [], "max_forgetting": None,
+                           "t_val": None, "best_target": None, "t_forget": None, "warning": None,
+                           "recovery": None, "recovery_step": None, "recovery_at": None}  # fmt: skip
+    prior = [(int(r["step"]), float(r["prior_mean"])) for r in history if r.get("prior_mean") is not None]
+    target = [(int(r["step"]), float(r["target"])) for r in history if r.get("target") is not None]
+    if target:
+        best = max(range(len(target)), key=lambda i: (target[i][1], -i))  # first maximum
+        out["t_val"], out["best_target"] = target[best]
+    if prior:
+        p0 = prior[0][1]
+        forgetting = [(s, p0 - p) for s, p in prior]
+        out["p0"], out["forgetting"] = p0, forgetting
+        out["prior_min"] = min(p for _, p in prior)
+        worst = max(range(len(forgetting)), key=lambda i: (forgetting[i][1], -i))
+        out["max_forgetting"] = forgetting[worst][1]
+        if forgetting[worst][1] > 0:
+            out["t_forget"] = forgetting[worst][0]
+    t_val, t_forget = out["t_val"], out["t_forget"]
+    if t_val is not None and t_forget is not None and abs(t_val - t_forget) <= every:
+        out["warning"] = (
+            f"the best target step ({t_val}) is within one check interval ({every}) of the peak of forgetting "
+            f"({t_forget}, F = {out['max_forgetting']:.4g}): you would stop at the peak of forgetting"
+        )
+    if t_val is not None and prior and out["p0"] > out["prior_min"]:
+        at = 1.2 * t_val
+        later = [(s, p) for s, p in prior if s > t_val]
+        if later:
+            step, p = min(later, key=lambda sp: (abs(sp[0] - at), sp[0]))
+            if abs(step - at) <= every:
+                out["recovery"] = (p - out["prior_min"]) / (out["p0"] - out["prior_min"])
+                out["recovery_step"], out["recovery_at"] = step, at
+    return out

@@ -2,7 +2,15 @@
 per-group AdamW multipliers, init and forward multipliers), the LR-sweep optimum fit that measures drift, and the
 coordinate check that shows whether a parameterization keeps activation scales flat."""
 
-from hf_fundamentals.moe.coord_check import CoordData, Spread, coord_check, default_module_group
+from hf_fundamentals.moe.coord_check import (
+    GROUP_LABELS,
+    CoordData,
+    Spread,
+    coord_check,
+    default_module_group,
+    readout_lr_comparison,
+    spread_summary,
+)
 from hf_fundamentals.moe.plan import (
     EPS_WIDTH_RULES,
     GROUPS,
@@ -19,10 +27,21 @@ from hf_fundamentals.moe.plan import (
     TransferOptions,
     transfer_plan,
 )
-from hf_fundamentals.moe.sweep import TEN_PERCENT_LOG2, OptimumFit, fit_optimum, lr_drift_log2
+from hf_fundamentals.moe.sweep import (
+    TEN_PERCENT_LOG2,
+    OptimumFit,
+    drift_table,
+    fit_optimum,
+    grid_extension,
+    initial_grid,
+    lr_drift_log2,
+    seed_noise,
+    snap,
+)
 
 __all__ = [
     "EPS_WIDTH_RULES",
+    "GROUP_LABELS",
     "GROUPS",
     "H_ACT_CONVENTIONS",
     "READOUT_LR_RULES",
@@ -41,7 +60,14 @@ __all__ = [
     "TransferOptions",
     "coord_check",
     "default_module_group",
+    "drift_table",
     "fit_optimum",
+    "grid_extension",
+    "initial_grid",
     "lr_drift_log2",
+    "readout_lr_comparison",
+    "seed_noise",
+    "snap",
+    "spread_summary",
     "transfer_plan",
 ]

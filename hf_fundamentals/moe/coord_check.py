@@ -377,3 +377,52 @@ def coord_check(
         losses[key] = loss_series
         all_modules += [n for n in series if n not in all_modules]
     return CoordData(keys, all_modules, steps, values, losses, dict(meta or {}))
+
+
+GROUP_LABELS: dict[str, str] = {
+    "model.embed_tokens": "embedding",
+    "model.layers.*": "residual (layer out)",
+    "model.layers.*.self_attn": "attention out",
+    "model.layers.*.mlp": "FFN/MoE block out",
+    "model.layers.*.mlp.experts": "routed sum",
+    "model.layers.*.mlp.gate": "router logits",
+    "lm_head": "logits",
+}
+"""Readable names of the grouped module outputs of a Llama/Qwen-style model (``CoordData.grouped`` keys)."""
+
+
+def spread_summary(data: CoordData, *, skip_logits_at_init: bool = True) -> dict[str, Any]:
+    """Worst max/min across models over the grouped modules (layers averaged) and steps, per group, and the same at
+    the last step (where updates, not the init, set the scale). The logits at step 0 are left out by default (a
+    µP readout shrinks them at init by design, mup README)."""
+    g = data.grouped()
+    s = g.spread()
+    per_group, last = {}, {}
+    for module, per_step in s.per_module.items():
+        skip0 = skip_logits_at_init and module == "lm_head" and g.steps > 1
+        per_group[GROUP_LABELS.get(module, module)] = max(per_step[1:] if skip0 else per_step)
+        last[GROUP_LABELS.get(module, module)] = per_step[-1]
+    where = max(per_group, key=per_group.get)
+    where_last = max(last, key=last.get)
+    return {
+        "worst": per_group[where],
+        "worst_group": where,
+        "per_group": per_group,
+        "last_step_worst": last[where_last],
+        "last_step_worst_group": where_last,
+        "last_step_per_group": last,
+    }
+
+
+def readout_lr_comparison(mup: CoordData, blog: CoordData) -> dict[str, Any]:
+    """The µE width check under ``readout_lr`` "mup" (the plan default) vs "blog": spread summaries, and the
+    logits (lm_head mean |x|) and block output per width at the last step."""
+    out: dict[str, Any] = {}
+    for rule, cd in (("mup", mup), ("blog", blog)):
+        g = cd.grouped()
+        out[rule] = {
+            "spread": spread_summary(cd),
+            "logits_last_step": {k: g.values[k]["lm_head"][-1] for k in g.keys},
+            "block_out_last_step": {k: g.values[k]["model.layers.*.mlp"][-1] for k in g.keys},
+        }
+    return out

@@ -8,7 +8,7 @@ defaults tagged ``Proposed``):
   The untied lm_head's LR follows ``TransferOptions.readout_lr``: "mup" (default, Proposed) leaves it unchanged,
   as mup's MuReadout/MuAdam do (the readout has one infinite dimension; the 1/rho_d output multiplier alone gives
   its 1/fan_in update), while "blog" applies the worked example's LR ×1/rho_d on top of the multiplier (effective
-  readout update ∝ 1/rho_d², measured by the coord check in ``benchmarks/complete_mue.py``).
+  readout update ∝ 1/rho_d², measured by the coord check in ``benchmarks/moe.py``).
 * MoE block: active width ``H_act = a·h + shared`` (or ``H`` for a dense FFN), output multiplier ``A = d/H_act``
   on the down-projection output, route scale ``R = a`` on the normalized routed sum (1 on shared/dense), and
   down-projection init ``σ_down = sqrt(H_act/d)·σ^(1)`` with an LR that does not depend on H [BLOG tuning menu].
@@ -68,7 +68,7 @@ SOURCES = {
     "lm_head": "[BLOG] worked example, step 3: LM head LR x1/rho_d, init x rho_d^-1/2, output x1/rho_d",
     "lm_head_mup": "Proposed: µP readout (mup MuReadout/MuAdam: one infinite dim, LR unchanged); the blog's LR "
     "×1/rho_d on top of the 1/rho_d output multiplier shrinks readout updates as 1/rho_d², coord check in "
-    "benchmarks/complete_mue.py",
+    "benchmarks/moe.py",
     "lm_head_tied": f"{PROPOSED} (tied weight follows the embedding rule; readout 1/rho_d stays a forward "
     "multiplier, mup MuSharedReadout, brief §7.2)",
     "readout": "[BLOG] worked example, step 3: LM-head / prediction-head output multiplier 1/rho_d",

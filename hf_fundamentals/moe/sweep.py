@@ -9,7 +9,7 @@ is clamped to the edge point and flagged. A fit that is not convex falls back to
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -150,3 +150,155 @@ def _log2_lr(name: str, value: OptimumFit | float) -> float:
 def lr_drift_log2(ref: OptimumFit | float, target: OptimumFit | float) -> float:
     """|log2 η*_target − log2 η*_ref|: the brief's transfer metric; pass if <= TEN_PERCENT_LOG2 (1.1×)."""
     return abs(_log2_lr("target", target) - _log2_lr("ref", ref))
+
+
+# ----------------------------------------------------------------------- running a sweep until it brackets
+def snap(x: float, spacing: float) -> float:
+    """``x`` rounded to the log2 lattice ``k * spacing`` (rounded to 6 decimals so lattice points are exact keys)."""
+    if not spacing > 0:
+        raise ValueError(f"spacing must be > 0; got {spacing!r}")
+    return round(round(x / spacing) * spacing, 6)
+
+
+def initial_grid(center_log2: float, spacing: float, points: int) -> list[float]:
+    """``points`` lattice points of log2(lr) around ``center_log2`` (snapped), ascending (the extra point of an
+    even count goes above)."""
+    if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+        raise ValueError(f"points must be a positive integer; got {points!r}")
+    c = snap(center_log2, spacing)
+    return [round(c + k * spacing, 6) for k in range(-((points - 1) // 2), points // 2 + 1)]
+
+
+def grid_extension(
+    results: Mapping[float, float], *, spacing: float, margin: int = 2, max_points: int = 11
+) -> list[float]:
+    """The log2(lr) points to run next so the sweep brackets its optimum (empty when it does, or at the budget).
+
+    ``results`` maps lattice log2(lr) to loss (inf/NaN = diverged). The grid minimum needs ``margin`` finite
+    points on each side; a side whose nearest evaluated larger (smaller) point diverged counts as bracketed
+    (there is nothing to fit beyond a divergence). If every run diverged, go one point lower. At most
+    ``max_points`` points in all; a sweep stopped by that budget leaves its minimum at the edge, which
+    ``fit_optimum`` flags (``at_edge``).
+    """
+    if not results:
+        raise ValueError("grid_extension needs at least one result; run the initial grid first")
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 1:
+        raise ValueError(f"margin must be an integer >= 1; got {margin!r}")
+    xs = sorted(results)
+    room = max_points - len(xs)
+    if room <= 0:
+        return []
+    finite = [x for x in xs if math.isfinite(results[x])]
+    if not finite:
+        return [snap(xs[0] - spacing, spacing)]
+    x_min = min(finite, key=lambda x: (results[x], x))
+    below = [x for x in xs if x < x_min]
+    above = [x for x in xs if x > x_min]
+    new: list[float] = []
+    below_ok = sum(math.isfinite(results[x]) for x in below) >= margin or any(
+        not math.isfinite(results[x]) for x in below
+    )
+    above_ok = sum(math.isfinite(results[x]) for x in above) >= margin or any(
+        not math.isfinite(results[x]) for x in above
+    )
+    if not below_ok:
+        new.append(snap(xs[0] - spacing, spacing))
+    if not above_ok:
+        new.append(snap(xs[-1] + spacing, spacing))
+    return new[:room]
+
+
+def drift_table(
+    fits: Mapping[str, Mapping[str, OptimumFit]],
+    proxy: Mapping[str, OptimumFit],
+    axes: Mapping[str, Sequence[str]] | None = None,
+    threshold: float = TEN_PERCENT_LOG2,
+) -> dict[str, Any]:
+    """η* drift of every target against the proxy of the same parameterization.
+
+    ``fits[target][param]`` and ``proxy[param]`` are sweep fits (params such as "sp", "mue"). Returns
+    ``lr_drift_log2`` ({target: {param: |log2 η*_t − log2 η*_proxy|}}), the signed shifts, ``max_lr_drift_log2_<param>``,
+    the maximum per axis (``axes``: target -> axis names), whether each drift is within ``threshold`` (10%),
+    ``flags`` naming every fit at the grid edge or degenerate (its drift is then a bound, not a measurement), and
+    printable ``rows``.
+    """
+    params = list(proxy)
+    if not params:
+        raise ValueError("drift_table: no proxy fits given")
+    drift: dict[str, dict[str, float]] = {}
+    signed: dict[str, dict[str, float]] = {}
+    within: dict[str, dict[str, bool]] = {}
+    flags: list[str] = []
+    for p in params:
+        if proxy[p].at_edge or proxy[p].degenerate:
+            flags.append(f"proxy/{p}: {proxy[p].reason}")
+    rows = []
+    for target, by_param in fits.items():
+        missing = [p for p in params if p not in by_param]
+        if missing:
+            raise ValueError(f"drift_table: target {target!r} has no fit for {missing}")
+        drift[target], signed[target], within[target] = {}, {}, {}
+        marks = []
+        for p in params:
+            fit = by_param[p]
+            s = fit.log2_lr_star - proxy[p].log2_lr_star
+            signed[target][p] = s
+            drift[target][p] = abs(s)
+            within[target][p] = abs(s) <= threshold
+            if fit.at_edge or fit.degenerate:
+                flags.append(f"{target}/{p}: {fit.reason}")
+                marks.append(p)
+        rows.append(
+            [target, ",".join((axes or {}).get(target, ()))]
+            + [by_param[p].lr_star for p in params]
+            + [signed[target][p] for p in params]
+            + [drift[target][p] for p in params]
+            + [",".join(marks) or "-"]
+        )
+    out: dict[str, Any] = {
+        "lr_drift_log2": drift,
+        "signed_log2_shift": signed,
+        "within_threshold": within,
+        "threshold_log2": threshold,
+        "proxy_lr_star": {p: proxy[p].lr_star for p in params},
+        "flags": flags,
+        "rows": rows,
+        "header": ["target", "axes"]
+        + [f"eta* {p}" for p in params]
+        + [f"log2 shift {p}" for p in params]
+        + [f"|drift| {p}" for p in params]
+        + ["edge/degenerate"],
+    }
+    for p in params:
+        values = [drift[t][p] for t in drift]
+        out[f"max_lr_drift_log2_{p}"] = max(values) if values else None
+    by_axis: dict[str, dict[str, float]] = {}
+    for target, names in (axes or {}).items():
+        if target not in drift:
+            continue
+        for axis in names:
+            slot = by_axis.setdefault(axis, {p: 0.0 for p in params})
+            for p in params:
+                slot[p] = max(slot[p], drift[target][p])
+    out["max_lr_drift_log2_by_axis"] = by_axis
+    return out
+
+
+def seed_noise(sweeps: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """How far η* moves between seeds of the same configuration (log2): the floor below which a drift is noise.
+
+    For each parameterization and shape with several seeds, the range of the per-seed log2 η*; ``median`` and
+    ``max`` over shapes per parameterization. Empty with one seed."""
+    out: dict[str, Any] = {"per_shape": {}, "median": {}, "max": {}}
+    for param, by_shape in sweeps.items():
+        ranges = {}
+        for name, sw in by_shape.items():
+            fits = list(sw.get("seed_fits", {}).values())
+            if len(fits) > 1:
+                stars = [f.log2_lr_star for f in fits]
+                ranges[name] = max(stars) - min(stars)
+        if ranges:
+            out["per_shape"][param] = ranges
+            out["median"][param] = float(np.median(list(ranges.values())))
+            out["max"][param] = max(ranges.values())
+    return out

@@ -41,7 +41,7 @@ _DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "
 def ns_dtype_for(name: str, device: torch.device) -> torch.dtype:
     """The Newton-Schulz dtype: ``auto`` is bf16 on accelerators and fp32 on CPU.
 
-    CPUs without native bf16 matmul run bf16 NS about 10x slower than fp32 (measured in benchmarks/muon.py:
+    CPUs without native bf16 matmul run bf16 NS about 10x slower than fp32 (measured in benchmarks/optim.py:
     2.0 s vs 0.2 s per step on a 2.5M-parameter model), so bf16 there costs time and buys nothing.
     """
     dtype = _DTYPES[name]

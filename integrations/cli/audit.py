@@ -13,7 +13,7 @@ def make_parser():
     """HfArgumentParser over :class:`AuditArguments` (every flag has a help string)."""
     from transformers import HfArgumentParser
 
-    from hf_fundamentals.integrations.arguments import AuditArguments
+    from hf_fundamentals.integrations.audit.flags import AuditArguments
 
     return HfArgumentParser(AuditArguments, prog="hff audit", description=__doc__)
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     from hf_fundamentals.audit.estimators import AuditWarning
-    from hf_fundamentals.integrations.audit import run_audit
+    from hf_fundamentals.integrations.audit.run import run_audit
 
     args = parse(sys.argv[1:] if argv is None else argv)
     import datasets

@@ -3,13 +3,78 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
 import warnings
+from collections.abc import Callable, Iterable
 
 from hf_fundamentals import corpora
 
 CHEAP_TO_COUNT = frozenset({"computing", "jargon", "fortunes", "licenses"})
 """Domains whose full document count takes well under a second; the rest are counted with ``--counts``."""
+
+
+def _apt_install(packages: list[str], echo: Callable[[str], None]) -> subprocess.CompletedProcess[str]:
+    command = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    echo("running: " + " ".join(command))
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+
+def install_debian_packages(
+    domains: Iterable[str] | None = None, dry_run: bool = False, echo: Callable[[str], None] = print
+) -> list[str]:
+    """Install the Debian packages whose domains are missing (all domains when None); idempotent.
+
+    Runs ``apt-get install`` only for absent sources, and ``apt-get update`` once only if that fails with
+    "Unable to locate package". Needs root; otherwise raises PermissionError with the command to run.
+    Returns the packages installed (with ``dry_run``, the ones that would be; nothing is run).
+    """
+    names = list(corpora.DOMAINS) if domains is None else corpora.resolve_domains(domains)
+    needed: dict[str, list[str]] = {}
+    for name in names:
+        domain = corpora.DOMAINS[name]
+        if domain.package and not domain.available():
+            needed.setdefault(domain.package, []).append(name)
+    if not needed:
+        echo(f"all corpus sources are present for: {', '.join(names)}; nothing to install")
+        return []
+    packages = list(needed)
+    for package, for_domains in needed.items():
+        echo(f"{package}: needed by domain(s) {', '.join(for_domains)} (source absent)")
+    command = "apt-get install -y " + " ".join(packages)
+    if dry_run:
+        echo(f"dry run: would run `{command}` (and `apt-get update` first if apt cannot locate them)")
+        return packages
+    if shutil.which("apt-get") is None:
+        raise RuntimeError(
+            f"apt-get is not on this machine (not Debian/Ubuntu?); install by hand: {packages}"
+        )
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        raise PermissionError(f"installing needs root; run: sudo {command}")
+    result = _apt_install(packages, echo)
+    if result.returncode != 0 and "Unable to locate" in (result.stdout + result.stderr):
+        echo("apt cannot locate the packages; running: apt-get update")
+        update = subprocess.run(["apt-get", "update"], capture_output=True, text=True, check=False)
+        if update.returncode != 0:
+            raise RuntimeError(f"`apt-get update` failed:\n{(update.stdout + update.stderr)[-2000:]}")
+        result = _apt_install(packages, echo)
+    if result.returncode != 0:
+        raise RuntimeError(f"`{command}` failed:\n{(result.stdout + result.stderr)[-2000:]}")
+    corpora.forget_listings()
+    still_missing = [
+        name for package in packages for name in needed[package] if not corpora.DOMAINS[name].available()
+    ]
+    if still_missing:
+        echo(
+            f"installed {packages}, but the sources of {still_missing} are still absent "
+            "(a dpkg path-exclude such as Docker's minimal images drop /usr/share/man?)"
+        )
+    else:
+        echo(f"installed: {', '.join(packages)}")
+    return packages
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.install:
             domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
-            corpora.install_debian_packages(domains, dry_run=args.dry_run)
+            install_debian_packages(domains, dry_run=args.dry_run)
             return 0
         if args.dry_run or args.domains:
             parser.error("--dry-run and --domains go with --install")

@@ -138,14 +138,14 @@ def make_parser(prog: str = "hff es"):
     from transformers import HfArgumentParser
 
     from hf_fundamentals.integrations.arguments import HffArguments
-    from hf_fundamentals.integrations.transformers.es import ESTrainingConfig
+    from hf_fundamentals.integrations.evolution.es_config import ESTrainingConfig
 
     return HfArgumentParser((ESScriptArguments, ESTrainingConfig, HffArguments), prog=prog)
 
 
 def load_prompts(script_args: ESScriptArguments):
     """The local data file as a ``datasets.Dataset`` with a ``prompt`` column."""
-    from hf_fundamentals.integrations.cli.sft import load_local_file
+    from hf_fundamentals.integrations.cli.data import load_local_file
 
     if not script_args.dataset_name:
         raise ValueError(
@@ -166,11 +166,11 @@ def load_prompts(script_args: ESScriptArguments):
 
 def build_trainer(script_args: ESScriptArguments, training_args, hff_args) -> Any:
     """The ESTrainer the flags describe (model, data, rewards, LoRA, AWD/drift callbacks)."""
+    from hf_fundamentals.integrations.evolution.drift import DriftMonitorCallback
+    from hf_fundamentals.integrations.evolution.es_trainer import ESTrainer
     from hf_fundamentals.integrations.hub import load_model
-    from hf_fundamentals.integrations.registration import register
-    from hf_fundamentals.integrations.transformers.drift import DriftMonitorCallback
-    from hf_fundamentals.integrations.transformers.es import ESTrainer
-    from hf_fundamentals.integrations.transformers.trainer import trainer_extras
+    from hf_fundamentals.integrations.registry import register
+    from hf_fundamentals.integrations.trainer import trainer_extras
 
     if hff_args.hff_optimizer != "none":
         raise ValueError("--hff_optimizer does not apply to ES (no gradients, no optimizer)")
@@ -205,7 +205,7 @@ def build_trainer(script_args: ESScriptArguments, training_args, hff_args) -> An
 
 def run(script_args: ESScriptArguments, training_args, hff_args, trainer: Any = None) -> Any:
     """Build (unless given) and train the ESTrainer; saves the model; returns the trainer."""
-    from hf_fundamentals.integrations.transformers.es import UPDATES_DIR
+    from hf_fundamentals.integrations.evolution.es_trainer import UPDATES_DIR
 
     trainer = trainer or build_trainer(script_args, training_args, hff_args)
     funcs = trainer.reward_funcs

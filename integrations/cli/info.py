@@ -45,7 +45,7 @@ def collect_info() -> dict[str, Any]:
 
     from hf_fundamentals.cache import cache_root
     from hf_fundamentals.integrations.hub import EmbeddedModelMissing, embedded_model_info
-    from hf_fundamentals.integrations.registration import register
+    from hf_fundamentals.integrations.registry import register
 
     info: dict[str, Any] = {
         "python": sys.version.split()[0],

@@ -55,35 +55,28 @@ def run(script_args, training_args, model_args, dataset_args, hff_args):
 
 def main(argv: list[str] | None = None) -> int:
     """Parse (for --help and early errors, the teacher included), then relaunch under ``accelerate launch``."""
-    from accelerate.commands.launch import launch_command, launch_command_parser
-    from trl.cli.accelerate_config import resolve_accelerate_config_argument
+    from hf_fundamentals.integrations.cli.launch import parse_for_launch, relaunch
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = make_parser()
     try:
-        *dataclasses, config_remaining, cli_remaining = parser.parse_args_and_config(
-            argv, return_remaining_strings=True, separate_remaining_strings=True
-        )
+        dataclasses, launch_args = parse_for_launch(make_parser(), argv)
         _require_teacher(dataclasses[-1])
     except ValueError as err:  # bad or missing flags: a one-line message, not a traceback
         print(f"hff kd: error: {err}", file=sys.stderr)
         return 2
-    launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
-    script_args = sft._subtract_subsequence(argv, cli_remaining)
-    accelerate_args = launch_command_parser().parse_args(
-        launch_args + ["--module", "hf_fundamentals.integrations.cli.kd"] + script_args
-    )
-    launch_command(accelerate_args)
+    relaunch("hf_fundamentals.integrations.cli.kd", launch_args)
     return 0
 
 
 def _launched() -> None:
     """Entry point inside each process started by ``accelerate launch``."""
+    from hf_fundamentals.integrations.cli.launch import leave_rank
+
     parser = make_parser()
     script_args, training_args, model_args, dataset_args, hff_args = parser.parse_args_and_config(
         fail_with_unknown_args=False
     )
-    sft.leave_rank(run(script_args, training_args, model_args, dataset_args, hff_args))
+    leave_rank(run(script_args, training_args, model_args, dataset_args, hff_args))
 
 
 if __name__ == "__main__":

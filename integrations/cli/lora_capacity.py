@@ -1,6 +1,6 @@
 """``hff lora-capacity``: fit the LoRA memory law to a rank x length sweep and plan the rank you need.
 
-The sweep is a JSON list (or ``{"sweep": [...]}``, as ``benchmarks/results/memft.json`` holds it) of runs with
+The sweep is a JSON list (or ``{"sweep": [...]}``, as ``benchmarks/results/memorization.json`` holds it) of runs with
 ``rank``, ``length`` (target tokens memorized), ``delta_l`` (per-token loss before minus after) and
 ``exact_match``. Prints the fitted dL = C r^alpha l^(-beta) + b with R^2, the measured tokens per rank, and for
 ``--length`` the smallest rank predicted to reach ``--exact_match``. The law is only as good as the sweep:

@@ -75,12 +75,12 @@ def load_config(name: str, trust_remote_code: bool = False):
 def main(argv: list[str] | None = None) -> int:
     """Make, print and save the plan (and optionally the initialized target model)."""
     args = build_parser().parse_args(argv)
-    from hf_fundamentals.integrations.transformers.mue import (
-        apply_mue,
+    from hf_fundamentals.integrations.moe.config import (
         complete_mue_config,
         dense_proxy_from_config,
         moe_target_from_config,
     )
+    from hf_fundamentals.integrations.moe.model import apply_mue
     from hf_fundamentals.moe import TransferOptions, transfer_plan
 
     try:

@@ -56,7 +56,7 @@ def build_meta_model(name: str, trust_remote_code: bool = False):
 def main(argv: list[str] | None = None) -> int:
     """Print (and optionally save) the Muon routing of a model."""
     args = build_parser().parse_args(argv)
-    from hf_fundamentals.integrations.transformers.muon import trainer_decay_parameter_names
+    from hf_fundamentals.integrations.optim.factory import trainer_decay_parameter_names
     from hf_fundamentals.optim import route_parameters, routing_table
 
     model = build_meta_model(args.model, args.trust_remote_code)

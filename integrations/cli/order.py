@@ -43,7 +43,7 @@ def load_split(name: str, split: str):
     """A local file by extension (offline), else ``load_dataset(name, split=split)``."""
     from datasets import load_dataset
 
-    from hf_fundamentals.integrations.cli.sft import load_local_file
+    from hf_fundamentals.integrations.cli.data import load_local_file
 
     local = load_local_file(name, split=split)
     return local if local is not None else load_dataset(name, split=split)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import numpy as np
 
-    from hf_fundamentals.integrations.ordering import add_score_column, order_dataset, plot_orders
+    from hf_fundamentals.integrations.ordering.datasets import add_score_column, order_dataset, plot_orders
     from hf_fundamentals.ordering import OrderSpec, order_indices
     from hf_fundamentals.ordering.guidelines import GuidelineReport, guideline_metrics
 

@@ -11,9 +11,6 @@ offline embedded model; ``--dataset_name`` also takes a local .json/.jsonl/.csv/
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-_LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 
 
 def make_parser(prog: str = "hff sft"):
@@ -25,26 +22,12 @@ def make_parser(prog: str = "hff sft"):
     return TrlParser((ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig, HffArguments), prog=prog)
 
 
-def load_local_file(name: str, split: str | None = None):
-    """``load_dataset`` for a local data file by its suffix (offline); None when ``name`` is not a file."""
-    from datasets import load_dataset
-
-    path = Path(name)
-    if not path.is_file():
-        return None
-    builder = _LOCAL_FORMATS.get(path.suffix.lower())
-    if builder is None:
-        raise ValueError(
-            f"--dataset_name {name!r} is a file with suffix {path.suffix!r}; accepted local files: "
-            f"{', '.join(sorted(_LOCAL_FORMATS))} (or pass a folder or Hub id)"
-        )
-    return load_dataset(builder, data_files=str(path), split=split)
-
-
 def load_sft_dataset(script_args, dataset_args):
     """TRL's dataset resolution, plus local files by extension (no network needed for local data)."""
     from datasets import load_dataset
     from trl import get_dataset
+
+    from hf_fundamentals.integrations.cli.data import load_local_file
 
     if dataset_args.datasets:
         return get_dataset(dataset_args)
@@ -67,18 +50,18 @@ def run(script_args, training_args, model_args, dataset_args, hff_args):
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
     from hf_fundamentals.integrations.hub import resolve_model_path
-    from hf_fundamentals.integrations.registration import register
-    from hf_fundamentals.integrations.transformers.trainer import trainer_extras
+    from hf_fundamentals.integrations.registry import register
+    from hf_fundamentals.integrations.trainer import trainer_extras
 
     register()
-    attn = hff_args.configure_attention()
-    if attn is not None:
-        if model_args.attn_implementation not in (None, attn):
+    extras = trainer_extras(hff_args, training_args)
+    for key, value in extras.model_init_kwargs().items():  # e.g. --hff_attention's attn_implementation
+        given = getattr(model_args, key, None)
+        if given not in (None, value):
             raise ValueError(
-                f"--hff_attention {hff_args.hff_attention} sets attn_implementation={attn!r}; drop "
-                f"--attn_implementation {model_args.attn_implementation}"
+                f"hf_fundamentals' flags set {key}={value!r}; drop --{key} {given} (or the flag that sets it)"
             )
-        model_args.attn_implementation = attn
+        setattr(model_args, key, value)
     model_path, extra_init = resolve_model_path(model_args.model_name_or_path)
     model_init_kwargs = dict(
         revision=model_args.model_revision,
@@ -100,7 +83,6 @@ def run(script_args, training_args, model_args, dataset_args, hff_args):
     if training_args.eval_strategy != "no":
         eval_dataset = dataset[script_args.dataset_test_split]
 
-    extras = trainer_extras(hff_args, training_args)
     train_dataset = extras.prepare_train_dataset(dataset[script_args.dataset_train_split], training_args)
     trainer = extras.trainer_class(SFTTrainer)(
         model=model_path,
@@ -132,61 +114,25 @@ def run(script_args, training_args, model_args, dataset_args, hff_args):
     return trainer
 
 
-def _subtract_subsequence(items: list[str], subsequence: list[str]) -> list[str]:
-    """``items`` without the ordered ``subsequence`` (as TRL's launcher does for accelerate's arguments)."""
-    it = iter(subsequence)
-    current = next(it, None)
-    kept = []
-    for item in items:
-        if current is not None and item == current:
-            current = next(it, None)
-        else:
-            kept.append(item)
-    return kept
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse once (for --help and early errors), then relaunch under ``accelerate launch`` like ``trl sft``."""
-    from accelerate.commands.launch import launch_command, launch_command_parser
-    from trl.cli.accelerate_config import resolve_accelerate_config_argument
+    from hf_fundamentals.integrations.cli.launch import parse_for_launch, relaunch
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = make_parser()
-    *_, config_remaining, cli_remaining = parser.parse_args_and_config(
-        argv, return_remaining_strings=True, separate_remaining_strings=True
-    )
-    launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
-    script_args = _subtract_subsequence(argv, cli_remaining)
-    accelerate_args = launch_command_parser().parse_args(
-        launch_args + ["--module", "hf_fundamentals.integrations.cli.sft"] + script_args
-    )
-    launch_command(accelerate_args)
+    _, launch_args = parse_for_launch(make_parser(), argv)
+    relaunch("hf_fundamentals.integrations.cli.sft", launch_args)
     return 0
 
 
 def _launched() -> None:
     """Entry point inside each process started by ``accelerate launch``."""
+    from hf_fundamentals.integrations.cli.launch import leave_rank
+
     parser = make_parser()
     script_args, training_args, model_args, dataset_args, hff_args = parser.parse_args_and_config(
         fail_with_unknown_args=False
     )
     leave_rank(run(script_args, training_args, model_args, dataset_args, hff_args))
-
-
-def leave_rank(trainer) -> None:
-    """End a launched rank: with several processes, leave without running destructors. Freeing the DDP model
-    frees its gloo process group, whose destructor joins gloo's worker thread while holding the GIL; a worker
-    still dropping a finished collective needs the GIL to release its tensors, so the two wait on each other
-    forever (py-spy on a rank hung after "Model saved", in CI twice and once here). By now everything is saved
-    and the group is destroyed (``run`` ends with ``trainer.end()``)."""
-    if trainer.accelerator.num_processes > 1:
-        import logging
-        import os
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        logging.shutdown()
-        os._exit(0)
 
 
 if __name__ == "__main__":

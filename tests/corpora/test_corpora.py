@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from hf_fundamentals import corpora
-from hf_fundamentals.corpora import DOMAINS, Piece
+from hf_fundamentals.corpora import DOMAINS, Piece, base, dictd, manpages
+from hf_fundamentals.integrations.cli import corpora as corpora_cli
 
 N = 8
 MIN, MAX = 200, 1500
@@ -42,7 +43,7 @@ def _dictd_subset(root: Path, name: str, out: Path, entries: int) -> None:
     body, lines = b"", []
     for line in index[:entries]:
         head, offset, length = line.split("\t")[:3]
-        start, size = corpora._dictd_number(offset), corpora._dictd_number(length)
+        start, size = dictd._dictd_number(offset), dictd._dictd_number(length)
         lines.append(f"{head}\t{encode(len(body))}\t{encode(size)}")
         body += data[start : start + size]
     (out / f"{name}.index").write_text("\n".join(lines) + "\n", "utf-8")
@@ -165,7 +166,7 @@ line one
   line two
 .fi
 """
-    paragraphs = corpora._roff_to_paragraphs(page)
+    paragraphs = manpages._roff_to_paragraphs(page)
     assert paragraphs[0] == "NAME\ndemo - show a bold word and \u201cquotes\u201d"
     assert paragraphs[1] == "OPTIONS\n-v, --verbose be chatty"
     assert paragraphs[2] == "Use this \\ escaped text."
@@ -176,12 +177,12 @@ line one
 def test_fit_merges_tiny_cuts_long_and_keeps_groups():
     pieces = [Piece("a", "a:0", "x" * 30), Piece("a", "a:1", "y" * 30), Piece("a", "a:2", "z" * 30)]
     pieces += [Piece("b", "b:0", "w" * 10), Piece("c", "c:0", ("word " * 60).strip())]
-    docs = list(corpora._fit(pieces, min_chars=50, max_chars=100, pack=False))
+    docs = list(base._fit(pieces, min_chars=50, max_chars=100, pack=False))
     assert docs[0] == ("a:0+1", "x" * 30 + "\n\n" + "y" * 30)
     # "z"*30 is too short and its group ends: dropped; so is the lone "w"*10.
     assert all(src.startswith("c:0") for src, _ in docs[1:])
     assert all(50 <= len(text) <= 100 for _, text in docs)
-    packed = list(corpora._fit(pieces[:3], min_chars=10, max_chars=100, pack=True))
+    packed = list(base._fit(pieces[:3], min_chars=10, max_chars=100, pack=True))
     assert [src for src, _ in packed] == ["a:0+2"]
 
 
@@ -220,7 +221,7 @@ def test_install_dry_run_runs_nothing(jargon_missing, monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", no_subprocess)
     said: list[str] = []
-    assert corpora.install_debian_packages(["jargon", "licenses"], dry_run=True, echo=said.append) == [
+    assert corpora_cli.install_debian_packages(["jargon", "licenses"], dry_run=True, echo=said.append) == [
         "dict-jargon"
     ]
     assert any("dict-jargon" in line and "jargon" in line for line in said)
@@ -233,7 +234,7 @@ def test_install_nothing_when_present(monkeypatch):
     if not present:
         pytest.skip("no Debian-packaged corpus source on this machine")
     said: list[str] = []
-    assert corpora.install_debian_packages(present, echo=said.append) == []
+    assert corpora_cli.install_debian_packages(present, echo=said.append) == []
     assert said == [f"all corpus sources are present for: {', '.join(present)}; nothing to install"]
 
 
@@ -247,10 +248,10 @@ def test_install_updates_once_when_apt_cannot_locate(jargon_missing, monkeypatch
         return subprocess.CompletedProcess(command, 0, "ok", "")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    monkeypatch.setattr(corpora.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(corpora.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(corpora_cli.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(corpora_cli.os, "geteuid", lambda: 0)
     said: list[str] = []
-    assert corpora.install_debian_packages(["jargon"], echo=said.append) == ["dict-jargon"]
+    assert corpora_cli.install_debian_packages(["jargon"], echo=said.append) == ["dict-jargon"]
     assert [c[:2] for c in calls] == [["apt-get", "install"], ["apt-get", "update"], ["apt-get", "install"]]
     assert "dict-jargon" in calls[-1]
     assert any("still absent" in line for line in said)  # the fake apt installed nothing
@@ -258,7 +259,7 @@ def test_install_updates_once_when_apt_cannot_locate(jargon_missing, monkeypatch
 
 def test_install_without_root_says_what_to_run(jargon_missing, monkeypatch):
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("apt ran"))
-    monkeypatch.setattr(corpora.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(corpora.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(corpora_cli.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(corpora_cli.os, "geteuid", lambda: 1000)
     with pytest.raises(PermissionError, match="sudo apt-get install -y dict-jargon"):
-        corpora.install_debian_packages(["jargon"], echo=lambda line: None)
+        corpora_cli.install_debian_packages(["jargon"], echo=lambda line: None)

@@ -1,4 +1,4 @@
-"""hf_fundamentals.integrations.corpora (the datasets wrapper, cached on disk) and the ``hff corpora`` command."""
+"""hf_fundamentals.integrations.corpora.dataset (the datasets wrapper, cached on disk) and the ``hff corpora`` command."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hf_fundamentals.corpora import DOMAINS
 
 datasets = pytest.importorskip("datasets")
 
-from hf_fundamentals.integrations import corpora as hf_corpora  # noqa: E402
 from hf_fundamentals.integrations.cli import corpora as cli  # noqa: E402
+from hf_fundamentals.integrations.corpora import dataset as hf_corpora  # noqa: E402
 
 SMALL = ["jargon", "licenses"]
 pytestmark = pytest.mark.skipif(

@@ -11,7 +11,7 @@ from conftest import TINY_TEXTS
 
 from hf_fundamentals.distill import KDConfig
 from hf_fundamentals.integrations.arguments import HffArguments
-from hf_fundamentals.integrations.transformers.distill import (
+from hf_fundamentals.integrations.distill.kd_trainer import (
     KDTrainer,
     KDTrainerMixin,
     check_same_tokenizer,
@@ -216,7 +216,7 @@ def test_hff_arguments_flags(tiny_llama_dir):
     assert any(t.startswith("distillation from") and "alpha 0.4" in t for t in hff.enabled_techniques())
     assert HffArguments().kd_config() is None
 
-    from hf_fundamentals.integrations.transformers.trainer import trainer_extras
+    from hf_fundamentals.integrations.trainer import trainer_extras
 
     extras = trainer_extras(hff)
     cls = extras.trainer_class(Trainer)

@@ -11,17 +11,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_fundamentals.integrations.transformers.mue import (
-    apply_mue,
-    classify_mue_parameters,
+from hf_fundamentals.integrations.moe.config import (
     complete_mue_config,
     dense_proxy_from_config,
-    load_mue_model,
     moe_target_from_config,
-    mue_forward_multipliers,
-    mue_param_groups,
     plan_from_config,
 )
+from hf_fundamentals.integrations.moe.model import (
+    apply_mue,
+    classify_mue_parameters,
+    load_mue_model,
+    mue_forward_multipliers,
+)
+from hf_fundamentals.integrations.moe.optimizer import mue_param_groups
 from hf_fundamentals.moe import TransferOptions, transfer_plan
 
 COMMON = dict(
@@ -498,7 +500,7 @@ def test_trainer_with_hff_mue_trains_with_the_plan_groups(tmp_path, optimizer):
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     from hf_fundamentals.integrations.arguments import HffArguments
-    from hf_fundamentals.integrations.transformers.trainer import trainer_extras
+    from hf_fundamentals.integrations.trainer import trainer_extras
 
     cfg = _config("qwen3_moe")
     plan = _plan(cfg, fold=False)
@@ -555,8 +557,8 @@ def test_extras_apply_puts_a_built_trainers_model_under_the_plan(tmp_path):
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     from hf_fundamentals.integrations.arguments import HffArguments
-    from hf_fundamentals.integrations.transformers.mue import CompleteMueOptimizerFactory
-    from hf_fundamentals.integrations.transformers.trainer import trainer_extras
+    from hf_fundamentals.integrations.moe.optimizer import CompleteMueOptimizerFactory
+    from hf_fundamentals.integrations.trainer import trainer_extras
 
     cfg = _config("mixtral")
     plan = _plan(cfg, fold=False)
@@ -574,7 +576,7 @@ def test_extras_apply_puts_a_built_trainers_model_under_the_plan(tmp_path):
 def test_a_readout_hook_refuses_liger_fused_cross_entropy():
     from types import SimpleNamespace
 
-    from hf_fundamentals.integrations.transformers.mue import CompleteMueCallback
+    from hf_fundamentals.integrations.moe.optimizer import CompleteMueCallback
 
     cfg = _config("qwen3_moe")
     plan = _plan(cfg, fold=False)

@@ -93,7 +93,7 @@ def _trainer(tmp_path, callback, *, steps=8, accumulation=2, include="non_paddin
 
 def test_callback_counts_real_tokens_under_padding_and_accumulation(tmp_path):
     """D is the number of non-padding tokens the optimizer steps consumed (3 rows x 2 accumulation per step)."""
-    from hf_fundamentals.integrations.transformers.scaling import ScalingLawCallback
+    from hf_fundamentals.integrations.scaling.callback import ScalingLawCallback
 
     cb = ScalingLawCallback(min_points=6, output_file=None, fit_kwargs={"n_starts": 8})
     trainer = _trainer(tmp_path, cb, steps=3)
@@ -114,7 +114,7 @@ def test_callback_counts_real_tokens_under_padding_and_accumulation(tmp_path):
 
 
 def test_callback_refits_reports_and_restores_perturbed_weights(tmp_path, caplog):
-    from hf_fundamentals.integrations.transformers.scaling import JSONL, ScalingLawCallback
+    from hf_fundamentals.integrations.scaling.callback import JSONL, ScalingLawCallback
 
     cb = ScalingLawCallback(min_points=6, perturb="quant:4", perturb_batches=2, fit_kwargs={"n_starts": 8})
     trainer = _trainer(tmp_path, cb, steps=7, accumulation=1)
@@ -129,7 +129,7 @@ def test_callback_refits_reports_and_restores_perturbed_weights(tmp_path, caplog
     # the perturbation is undone exactly
     model = trainer.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    from hf_fundamentals.integrations.transformers.scaling import perturb_weights_, restore_weights_
+    from hf_fundamentals.integrations.scaling.callback import perturb_weights_, restore_weights_
 
     saved = perturb_weights_(model, "noise", 0.1)
     assert not torch.equal(
@@ -141,7 +141,7 @@ def test_callback_refits_reports_and_restores_perturbed_weights(tmp_path, caplog
 
 def test_callback_warns_near_the_turning_point(caplog):
     """Points sampled from a U-shaped run past 90% of its D*: one warning."""
-    from hf_fundamentals.integrations.transformers.scaling import ScalingLawCallback, ScalingPoint
+    from hf_fundamentals.integrations.scaling.callback import ScalingLawCallback, ScalingPoint
 
     law = get_law("shannon_run")
     star = d_star(law, TRUE, 1e6)
@@ -156,14 +156,14 @@ def test_callback_warns_near_the_turning_point(caplog):
     assert report.predicted_final_loss > float(law.predict(TRUE, 1e6, star))
     state = types.SimpleNamespace(log_history=[], global_step=12, is_world_process_zero=True)
     args = types.SimpleNamespace(output_dir=None)
-    with caplog.at_level(logging.WARNING, logger="hf_fundamentals.integrations.transformers.scaling"):
+    with caplog.at_level(logging.WARNING, logger="hf_fundamentals.integrations.scaling.callback"):
         cb._emit(args, state, report)
         cb._emit(args, state, report)
     assert sum("turning point" in r.message for r in caplog.records) == 1
 
 
 def test_callback_clear_errors(tmp_path):
-    from hf_fundamentals.integrations.transformers.scaling import ScalingLawCallback
+    from hf_fundamentals.integrations.scaling.callback import ScalingLawCallback
 
     with pytest.raises(ValueError, match="noise"):
         ScalingLawCallback(perturb="gauss:0.1")

@@ -4,7 +4,9 @@ Loaded by transformers as ``attn_implementation="<org>/hff-approx-attention"`` (
 ``flash_attn_forward`` with the AttentionInterface signature and ``supports_flash_attn``, so transformers
 registers it as-is with the sdpa mask), or directly with ``kernels.get_kernel`` / ``get_local_kernel``.
 
-Settings (module-wide; environment variables give the defaults at import):
+Settings: a model whose config carries ``hff_attention`` (a dict written by hf_fundamentals' ``set_attention``
+or ``--hff_attention``, saved in ``config.json``) runs with its ``eps``, ``block_size`` and ``min_seq_len``, per
+model. Otherwise the module-wide settings below apply (``configure``; environment variables give them at import):
 
 * ``mode``: ``"blocksparse"`` (default; ``HFF_ATTENTION_MODE``) or ``"exact"``.
 * ``eps``: tolerance on every query's skipped attention mass (``HFF_ATTENTION_EPS``, default 1e-3).
@@ -73,6 +75,18 @@ def configure(**kwargs) -> dict:
 def settings() -> dict:
     """The current settings."""
     return dict(_SETTINGS)
+
+
+def _settings_for(module: torch.nn.Module) -> dict:
+    """The settings of a call: the module config's ``hff_attention`` where present, else the module-wide ones."""
+    per_model = getattr(getattr(module, "config", None), "hff_attention", None)
+    if not per_model:
+        return _SETTINGS
+    out = dict(_SETTINGS)
+    for ours, theirs in (("eps", "eps"), ("block", "block_size"), ("min_seq_len", "min_seq_len")):
+        if theirs in per_model:
+            out[ours] = per_model[theirs]
+    return out
 
 
 def _warn_once(reason: str) -> None:
@@ -156,15 +170,16 @@ def flash_attn_forward(
         module._hff_kernel_stats = {"path": "sdpa", "reason": reason}
         out = _sdpa(query, key, value, attention_mask, scale, causal)
         return out.transpose(1, 2).contiguous(), None
-    if _SETTINGS["mode"] == "exact" or n_k < _SETTINGS["min_seq_len"] or _SETTINGS["eps"] == 0.0:
+    settings = _settings_for(module)
+    if settings["mode"] == "exact" or n_k < settings["min_seq_len"] or settings["eps"] == 0.0:
         out = flash_forward(
             query, key, value, scale=scale, causal=causal, key_padding_mask=padding, offset=offset
         )
         module._hff_kernel_stats = {"path": "exact"}
     else:
         res = blocksparse_forward(
-            query, key, value, scale=scale, eps=_SETTINGS["eps"], causal=causal, key_padding_mask=padding,
-            offset=offset, block=_SETTINGS["block"],
+            query, key, value, scale=scale, eps=settings["eps"], causal=causal, key_padding_mask=padding,
+            offset=offset, block=settings["block"],
         )  # fmt: skip
         out = res.output
         module._hff_kernel_stats = {

@@ -1,0 +1,42 @@
+"""hf_fundamentals' attention backends in transformers' ``AttentionInterface``: the approximate references
+(``hff_blocksparse``, ``hff_lowrank``) with per-model settings, Preisach attention (``hff_preisach``, hybrid per
+layer) and the mask recognition they share.
+
+Modules: ``flags`` (``AttentionFlags``), ``approx``, ``masks``, ``preisach`` (the function), ``preisach_model``
+(``add_preisach``, ``load_preisach_model``), ``technique``. The references are :mod:`hf_fundamentals.attention`;
+the Triton kernels are Hub kernel repos under ``kernels/``."""
+
+from hf_fundamentals.integrations.registry import lazy_exports
+
+_EXPORTS = {
+    "BLOCKSPARSE": "approx",
+    "LOWRANK": "approx",
+    "NAMES": "approx",
+    "AttentionCallStats": "approx",
+    "AttentionSettings": "approx",
+    "AttentionSettingsCallback": "approx",
+    "attention_settings": "approx",
+    "blocksparse_attention_forward": "approx",
+    "configure_attention": "approx",
+    "last_call_stats": "approx",
+    "load_with_attention": "approx",
+    "lowrank_attention_forward": "approx",
+    "model_error_bound": "approx",
+    "register_attention": "approx",
+    "set_attention": "approx",
+    "set_attention_settings": "approx",
+    "settings_of": "approx",
+    "attention_plan": "masks",
+    "mask_structure": "masks",
+    "PREISACH": "preisach",
+    "preisach_attention_forward": "preisach",
+    "register_preisach": "preisach",
+    "add_preisach": "preisach_model",
+    "attention_modules": "preisach_model",
+    "load_preisach_model": "preisach_model",
+    "preisach_layers": "preisach_model",
+    "set_preisach_temperature": "preisach_model",
+    "AttentionFlags": "flags",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

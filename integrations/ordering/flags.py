@@ -1,0 +1,106 @@
+"""``--hff_order`` and the ``--order_*`` flags (train in a score-based order, arXiv 2605.30334)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hf_fundamentals.integrations.registry import FlagGroup
+
+
+@dataclass
+class OrderingFlags(FlagGroup):
+    """Order the train dataset once by a per-sample score and keep that order on every rank."""
+
+    switch = "hff_order"
+    switch_hint = "add --hff_order saw (or another method), or drop the ordering flags"
+
+    hff_order: str = field(
+        default="none",
+        metadata={
+            "help": "Train in a score-based order (arXiv 2605.30334) instead of shuffled: 'saw', 'stair', "
+            "'sorting', 'folding', 'zigzag', 'segment' or 'random'; 'none' leaves the trainer alone. The "
+            "trainer is switched to sequential reading and refuses to shuffle."
+        },
+    )
+    order_score: str = field(
+        default="score",
+        metadata={
+            "help": "Dataset column with one score per sample to order by (computed if --order_scorer)."
+        },
+    )
+    order_scorer: str = field(
+        default="none",
+        metadata={
+            "help": "Compute --order_score when the column is missing: 'perplexity' (mean token loss under "
+            "--order_score_model), 'compression' (zlib compression ratio) or 'none' (the column must exist)."
+        },
+    )
+    order_score_model: str = field(
+        default="embedded",
+        metadata={"help": "Reference model for --order_scorer perplexity: 'embedded', a Hub id or a path."},
+    )
+    order_text_column: str = field(
+        default="text", metadata={"help": "Column the scorer reads (conversations: their joined contents)."}
+    )
+    order_ascending: bool = field(
+        default=True, metadata={"help": "Low scores first, high scores last (the paper's default)."}
+    )
+    order_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sweeps of folding/zigzag, or layers inside STR/SAW transitions (default 5 / 3 / 2)."
+        },
+    )
+    order_num_sections: int | None = field(
+        default=None, metadata={"help": "STR/SAW sections (default: stair 2, saw 3)."}
+    )
+    order_transition_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "STR/SAW transition radius as a share of the data (default: stair 0.225, saw 0.075)."
+        },
+    )
+    order_window_size: int = field(
+        default=0, metadata={"help": "Window jitter: shuffle each run of this many samples (0: off)."}
+    )
+    order_gumbel_tau: float = field(
+        default=0.0, metadata={"help": "Gumbel rank jitter: positions move by tau * Gumbel noise (0: off)."}
+    )
+    order_domain_column: str | None = field(
+        default=None,
+        metadata={"help": "Column with a domain label; the window jitter then interleaves domains."},
+    )
+    order_seed: int = field(
+        default=42, metadata={"help": "Seed of the order's random parts (jitter, shuffles)."}
+    )
+    order_allow_shuffle: bool = field(
+        default=False,
+        metadata={"help": "Let the trainer reorder the ordered data anyway (a warning instead of an error)."},
+    )
+
+    def check_flags(self) -> None:
+        from hf_fundamentals.integrations.ordering.datasets import SCORERS
+        from hf_fundamentals.ordering import METHODS
+
+        if self.hff_order not in ("none", *METHODS):
+            raise ValueError(f"--hff_order {self.hff_order!r}; accepted: none, {', '.join(METHODS)}")
+        if self.order_scorer not in ("none", *SCORERS):
+            raise ValueError(f"--order_scorer {self.order_scorer!r}; accepted: none, {', '.join(SCORERS)}")
+        self.order_spec()  # validate the knobs now, not after the model has loaded
+
+    def order_spec(self):
+        """The :class:`~hf_fundamentals.ordering.OrderSpec` these flags describe (None with --hff_order none)."""
+        from hf_fundamentals.ordering import OrderSpec
+
+        if self.hff_order == "none":
+            return None
+        return OrderSpec(
+            method=self.hff_order,
+            ascending=self.order_ascending,
+            layers=self.order_layers,
+            num_sections=self.order_num_sections,
+            transition_ratio=self.order_transition_ratio,
+            window_size=self.order_window_size,
+            gumbel_tau=self.order_gumbel_tau,
+            seed=self.order_seed,
+        )
