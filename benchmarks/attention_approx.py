@@ -1,4 +1,4 @@
-"""Issue 9 benchmark: I/O-efficient approximate attention, measured on the embedded model's real attention.
+"""Benchmark: I/O-efficient approximate attention (arXiv 2605.23751) on the embedded model's real attention.
 
     python benchmarks/attention_approx.py            # about 30-40 min on 2 CPU cores
     python benchmarks/attention_approx.py --quick    # smoke run: short context, fewer checks (a few minutes)
@@ -19,10 +19,11 @@ Sections (all on CPU; seed 0; the machine is recorded in the results):
    The certified bound is checked against exact attention (violations counted); low-rank errors are reported.
 3. **Randomized bound checks** (reference and kernels): Gaussian, peaky, sink-dominated and planted-needle
    inputs, causal and not, with padding.
-4. **I/O model** at n in {8192, 32768, 131072}, d = 128, M = 57344 words (an H100 SM's 228 KB of shared memory in
-   fp32 words, brief §1.3), causal: exact flash-style tiling vs the block-sparse kernels and the low-rank
-   streaming form. The block-sparse count needs kept blocks per query block at n, which can only be measured
-   up to the model's context (8192): beyond it the measured kept fraction is held constant (stated).
+4. **I/O model** at n in {8192, 32768, 131072}, d = 128, M = 57344 words (an H100 SM's 228 KB of shared memory
+   in fp32 words, per NVIDIA's Hopper tuning guide), causal: exact flash-style tiling vs the block-sparse
+   kernels and the low-rank streaming form. The block-sparse count needs kept blocks per query block at n,
+   which can only be measured up to the model's context (8192): beyond it the measured kept fraction is held
+   constant (stated).
 5. **CPU speed**: one causal attention call (1 batch, 3 query heads, 1 kv head, d = 64), references vs sdpa at n
    in {4096, 16384, 65536}, on Gaussian inputs (nothing skippable) and on sink-dominated inputs (most blocks
    skippable), the ratio taken in one run.

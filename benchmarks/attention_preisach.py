@@ -1,5 +1,6 @@
-"""Issue 10 benchmark: Preisach attention (PAL) — forward-time scaling against softmax sdpa, and synthetic tasks
-where a 1-layer Preisach model meets 1-, 2- and 4-layer softmax models (trained at length L, tested at 4L).
+"""Benchmark: Preisach attention (PAL, arXiv 2605.23603) — forward-time scaling against softmax sdpa, and
+synthetic tasks where a 1-layer Preisach model meets 1-, 2- and 4-layer softmax models (trained at length L,
+tested at 4L).
 
     python benchmarks/attention_preisach.py             # about 20 min on 1 CPU core
     python benchmarks/attention_preisach.py --quick     # smoke run (~2 min): short lengths, few steps -> preisach_quick.json
@@ -36,9 +37,10 @@ decay with 30 warm-up steps, batch 32, ``--steps`` steps (default 600), gradient
 * ``dyck``: Dyck-1 prefixes with depth bounded by 8 ("(" forced at depth 0, ")" at depth 8, otherwise 50/50);
   target: the depth after the token, same metric. Depth is a count, not rate-independent: Preisach should lose.
 * ``retrieval`` (random access): 32 (key, value) pairs (keys distinct out of 64, values out of 16; one token
-  embeds a pair as E_key + E_value), then a query key; target: its value (16 classes, cross-entropy on the query
-  only); accuracy at the query. Preisach cannot do content-addressed lookup (brief §2.1 (ii)): expected near
-  chance (1/16). Preisach runs with the value variant here (each +1 relay reads the value at its anchor).
+  embeds a pair as E_key + E_value), then a query key; target: its value (16 classes, cross-entropy on the
+  query only); accuracy at the query. Preisach cannot do content-addressed lookup (arXiv 2605.23603, claim
+  (ii) of the abstract): expected near chance (1/16). Preisach runs with the value variant here (each +1 relay
+  reads the value at its anchor).
 
 Headline keys: ``range_task_acc_at_4x_length`` (Preisach), ``softmax_range_task_acc_at_4x_length`` (the best of the
 softmax models at 4L), ``retrieval_task_acc`` {preisach, softmax: best softmax}.

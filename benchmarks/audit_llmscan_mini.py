@@ -5,7 +5,7 @@ offline corpora drawn with those shares; then ``hff audit`` samples it from BOS 
 generations and estimates the mixture with every estimator. The auditor's reference text is disjoint from
 the LM's training text (a ``file:`` taxonomy written by this script).
 
-Two truths, so the estimator's error is kept apart from the LM's (the brief's hidden domain-tag trick): every
+Two truths, so the estimator's error is kept apart from the LM's (our hidden domain-tag trick): every
 training document starts with a special token naming its domain, so the model samples a tag first; the tags
 of the classified generations are their **effective** mixture, what an auditor can at best recover (the
 tag is stripped before classification). The **recipe** is the training mixture; recipe vs tags is the LM's

@@ -28,7 +28,7 @@ Setup (default profile):
 * Deltas: held-out loss (nats/byte) of the distilled student minus the no-teacher student; negative = helps.
 * Teacher choice: :func:`hf_fundamentals.distill.fit_teacher_gain` relates gain (= -delta) to the gap
   ln(L_S / L_T) (L_T the teacher's in-domain held-out loss, L_S the baseline's) per alpha and metric, and reports
-  a saturation point with a bootstrap interval: the brief's proposed rule, not a formula from the paper.
+  a saturation point with a bootstrap interval: our proposed rule, not a formula from the paper.
 
 Runs are cached under ``runs/distill/<profile>/`` (teachers as checkpoints, each student as JSON), so a rerun
 resumes. ``--quick`` (shorter runs, not timed) and ``--smoke`` (under 1 min, under /tmp) shrink everything.

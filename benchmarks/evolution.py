@@ -1,4 +1,5 @@
-"""ES fine-tuning with and without Anchored Weight Decay (issue 7), and GRPO with and without the AWD callback.
+"""ES fine-tuning with and without Anchored Weight Decay (arXiv 2605.30148), and GRPO with and without the AWD
+callback.
 
 Model: the embedded SmolLM2-135M-Instruct (fp32, CPU). Target task: two-digit addition with a 3-shot prefix
 (``"3+4=7\\n12+25=37\\n40+18=58\\n{a}+{b}="``); reward = 1 for an exact greedy answer, else half the
@@ -16,7 +17,7 @@ Runs (each is the real user path: ``ESTrainer`` / TRL ``GRPOTrainer`` + ``Anchor
 * ``grpo`` / ``grpo_awd``: TRL GRPO, short, same task, same monitor.
 
 λ default: αλT = 2.5, the paper's regime (λ = 10, α = 5e-4, 500 iterations) scaled to our shorter run; the
-random-walk picture (brief §1.4) predicts a drift ratio of about 1/sqrt(2αλT) ≈ 0.45 under it.
+random-walk picture (arXiv 2605.30148) predicts a drift ratio of about 1/sqrt(2αλT) ≈ 0.45 under it.
 
 Each run merges its row into ``benchmarks/results/evolution.json`` (and ``evolution_<run>.json`` with its full drift
 history) as soon as it ends, so runs can go one per process; ``--report`` prints the table, the ratios and the

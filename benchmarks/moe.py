@@ -1,6 +1,6 @@
-"""Complete-muE (issue 8): does the LR tuned on a small dense model transfer to MoE targets?
+"""Complete-muE (arXiv 2605.23893): does the LR tuned on a small dense model transfer to MoE targets?
 
-    python benchmarks/moe.py            # the issue's benchmark (about 35-45 min on 2 CPU cores)
+    python benchmarks/moe.py            # the full benchmark (about 35-45 min on 2 CPU cores)
     python benchmarks/moe.py --quick    # 4 targets, 50-step runs (about 4-5 min)
     python benchmarks/moe.py --smoke    # a < 1 min check of the whole pipeline (writes to /tmp)
 
@@ -900,7 +900,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     timings = {k: float(np.median(v)) for k, v in runner.timings.items()}
     result = {
-        "benchmark": "complete_mue (issue 8)",
+        "benchmark": "complete_mue (arXiv 2605.23893)",
         "profile": profile.summary(),
         "family": "qwen3 (dense proxy) / qwen3_moe (targets), transformers " + transformers.__version__,
         "tokens": "UTF-8 bytes (vocab 256), 0 byte between documents",

@@ -58,7 +58,7 @@ def save(section: str, payload: dict[str, Any]) -> None:
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data[section] = payload
     data["machine"] = machine()
-    # the headline keys the issue asks for, derived from whatever sections have run
+    # the headline keys of the benchmark, derived from whatever sections have run
     train = data.get("train", {})
     if train:
         data["train_steps_ratio_vs_adamw"] = train["summary"]["hff_muon_tuned"]["ratio_vs_adamw_mean"]

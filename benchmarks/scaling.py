@@ -1,4 +1,4 @@
-"""Scaling laws (issue 11): the Chinchilla anchor and the Shannon law's Pythia extrapolation claim.
+"""Scaling laws (arXiv 2605.23901): the Chinchilla anchor and the Shannon law's Pythia extrapolation claim.
 
     python benchmarks/scaling.py            # about 5 min on one CPU core
     python benchmarks/scaling.py --quick    # fewer starts, 20 bootstrap refits (about 1 min)
@@ -63,7 +63,10 @@ LAWS = ("shannon", "chinchilla", "kaplan")
 
 def _read(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
-        raise SystemExit(f"missing {path}: the shared reference data (see ../shared/data/README.md)")
+        raise SystemExit(
+            f"missing {path}: the reference data (from Epoch AI's epoch-research/analyzing-chinchilla "
+            "data/svg_extracted_data.csv and EleutherAI/pythia evals/pythia-v1; see ../shared/data/README.md)"
+        )
     with open(path) as fh:
         return list(csv.DictReader(fh))
 
@@ -193,7 +196,7 @@ def main() -> None:
               "(legend R²: all its checkpoints; table: > 180B only)",
               loss_label="ln LAMBADA perplexity")  # fmt: skip
     result = {
-        "issue": 11,
+        "benchmark": "scaling",
         "chinchilla_refit": {k: anchor["fit"]["params"][k] for k in EPOCH_REFIT},
         "chinchilla_anchor": anchor,
         "pythia_heldout_r2": {law: main_row[law]["r2_heldout"] for law in LAWS},

@@ -1,5 +1,5 @@
-"""Issue 11 perturbation study: does loss after fake quantization turn up with more training tokens, and does the
-single-run Shannon law capture that shape where a monotone law cannot?
+"""Shannon-law (arXiv 2605.23901) perturbation study: does loss after fake quantization turn up with more
+training tokens, and does the single-run Shannon law capture that shape where a monotone law cannot?
 
     python benchmarks/scaling_perturbation.py            # about 10-15 min on 2 CPU cores
     python benchmarks/scaling_perturbation.py --quick    # 200 steps (smoke run)

@@ -1,6 +1,7 @@
-"""Pure-PyTorch references for I/O-efficient approximate attention (project issue 9; brief attention.md §1):
+"""Pure-PyTorch references for I/O-efficient approximate attention (Sobczyk, Zouzias, Papp, arXiv 2605.23751):
 low-rank feature-map attention, certified block-sparse exact attention, an analytic I/O model, and Preisach
-(hysteresis) attention (issue 10). CPU users run these; the Triton kernels are tested against them."""
+(hysteresis) attention (Frydrych, arXiv 2605.23603). CPU users run these; the Triton kernels are tested
+against them."""
 
 from hf_fundamentals.attention.blocksparse import (
     BlockSparseOutput,
@@ -60,7 +61,7 @@ __all__ = [
     "repeat_kv",
     "taylor2_dim",
     "taylor2_feature_map",
-    # Preisach attention (issue 10); the full API is hf_fundamentals.attention.preisach
+    # Preisach attention; the full API is hf_fundamentals.attention.preisach
     "PreisachAttention",
     "PreisachState",
     "preisach_attention",

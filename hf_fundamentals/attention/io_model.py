@@ -1,5 +1,6 @@
 """Analytic I/O model of tiled attention kernels: words moved between slow memory (HBM) and a fast memory of
-``M`` words (SRAM), per tensor, for one (batch, head) with n queries and n keys of head dimension d (brief §1.3).
+``M`` words (SRAM), per tensor, for one (batch, head) with n queries and n keys of head dimension d
+(the two-level model of FlashAttention, arXiv 2205.14135, and Saha & Ye, arXiv 2402.07443).
 
 Conventions: a word is one element; a tile that is read stays on chip until it is no longer needed; outputs are
 written once; the forward pass only (no log-sum-exp is stored for a backward pass). Multiply by
@@ -90,10 +91,10 @@ def exact_flash_io(
 def lowrank_io(
     n: int, d: int, rank: int, M: int, causal: bool = False, state_fraction: float = 0.5
 ) -> IOCount:
-    """Low-rank (φ-feature) attention I/O, brief §1.4: if the state S, z (rank·(d+1) words) fits in
-    ``state_fraction·M``, one pass reads K, V, Q once and writes O (≈ 4nd); otherwise the rank rows are split
-    into p = ⌈rank(d+1)/(state_fraction·M)⌉ chunks, each re-streaming K, V, Q and accumulating partial
-    numerators and denominators n(d+1) into slow memory, ≈ Θ(nd·(1 + rank·d/M)).
+    """Low-rank (φ-feature) attention I/O (our reconstruction of arXiv 2605.23751): if the state S, z
+    (rank·(d+1) words) fits in ``state_fraction·M``, one pass reads K, V, Q once and writes O (≈ 4nd);
+    otherwise the rank rows are split into p = ⌈rank(d+1)/(state_fraction·M)⌉ chunks, each re-streaming K, V,
+    Q and accumulating partial numerators and denominators n(d+1) into slow memory, ≈ Θ(nd·(1 + rank·d/M)).
 
     Non-causal is the two-pass form: the state is written after the key pass and read back by the readout
     (2·rank·(d+1) words). Causal is the chunked linear-attention form with one persistent program per

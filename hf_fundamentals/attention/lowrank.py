@@ -1,5 +1,6 @@
-"""Low-rank (kernelised) attention: feature maps φ with φ(q)·φ(k) ≈ exp(s·q·k), and the streaming two-pass form
-that never builds the n×n matrix (research brief attention.md §1.4).
+"""Low-rank (kernelised) attention: feature maps φ with φ(q)·φ(k) ≈ exp(s·q·k), and the streaming two-pass
+form that never builds the n×n matrix (our reconstruction of the Alman–Song low-rank method, arXiv 2302.13214,
+made I/O-efficient as arXiv 2605.23751 proposes).
 
 Layout follows transformers: q ``[batch, heads, n_q, d]``, k and v ``[batch, heads_kv, n_k, d]`` with
 ``heads % heads_kv == 0`` (grouped-query attention; k/v are repeated per group like ``repeat_kv``).

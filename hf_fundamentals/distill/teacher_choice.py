@@ -2,8 +2,8 @@
 
 Lu & Liu (arXiv 2605.23857) report that small, undertrained teachers still help a larger student, and that a
 stronger teacher (more parameters or tokens) can saturate or reverse the gain. **The paper gives no formula for
-the saturation point**; it reports it per grid. What follows is the research brief's proposed, testable rule
-(``research/scaling_and_distillation.md`` §2.5), not the paper's:
+the saturation point**; it reports it per grid. What follows is our proposed, testable rule, not the
+paper's:
 
 * teacher strength is its held-out in-domain cross-entropy ``L_T``; the student's is its *supervised* loss
   ``L_S`` (measured without a teacher, or predicted for (N_S, D_S) by a Chinchilla fit from
@@ -44,7 +44,7 @@ def teacher_gap(teacher_loss: Any, student_loss: Any) -> np.ndarray:
 
 
 def suggest_alpha(gap: float) -> tuple[float, float]:
-    """The brief's alpha range for a teacher at ``gap``: (0.2, 0.4) for a weak teacher (g <= 0), else (0.6, 1.0).
+    """Our alpha range for a teacher at ``gap``: (0.2, 0.4) for a weak teacher (g <= 0), else (0.6, 1.0).
 
     A heuristic read off the paper's best-alpha table (weak teachers want more weight on ground-truth CE), not a
     fitted law; tune alpha on held-out loss when you can.
@@ -137,8 +137,7 @@ class TeacherChoice:
     confidence: float = 0.9
     n_bootstrap: int = 0
     note: str = (
-        "Proposed rule (research brief §2.5), not the paper's: Lu & Liu report saturation empirically and give "
-        "no formula."
+        "Proposed rule (ours), not the paper's: Lu & Liu report saturation empirically and give no formula."
     )
 
     def predict(self, gap: Any) -> np.ndarray:

@@ -1,16 +1,17 @@
 """Anchored weight decay (AWD): a decoupled pull of the weights toward the initial model θ0.
 
-After each update (brief §1.1; [AWD-code] ``apply_reference_weight_decay_``), with shrink ``s = lr·λ``
-(``lr = α`` for ES, the scheduler's current LR for gradient trainers, brief §4.2):
+After each update (arXiv 2605.30148; kschweig/es-awd ``weight_update_utils.py``
+``apply_reference_weight_decay_``), with shrink ``s = lr·λ`` (``lr = α`` for ES, the scheduler's current LR
+for gradient trainers, our design):
 
 * ``l2`` (recommended): ``θ ← θ0 + (1 − s)(θ − θ0)``; requires ``0 ≤ s < 1`` (the code asserts it).
 * ``l1``: the proximal step, a soft threshold of the difference: ``θ ← θ0 + sign(d)·max(|d| − s, 0)``.
 * ``none`` or ``λ = 0``: off, and an exact no-op (the tensors are not touched at all).
 
-The anchor is never refreshed. It is stored in fp32 on the CPU by default (brief §4.2 proposes fp32;
-[AWD-code] pins a CPU copy in the parameter dtype), and the arithmetic runs per tensor in fp32 and is cast back
-(brief §4.2; [AWD-code] computes in the parameter dtype). It never touches the perturbed copies used to
-measure rewards: call it after the update only.
+The anchor is never refreshed. It is stored in fp32 on the CPU by default (our design; kschweig/es-awd pins a
+CPU copy in the parameter dtype), and the arithmetic runs per tensor in fp32 and is cast back (our design;
+kschweig/es-awd computes in the parameter dtype). It never touches the perturbed copies used to measure
+rewards: call it after the update only.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ NamedParams = Iterable[tuple[str, torch.Tensor]]
 
 
 def check_shrink(shrink: float, kind: str) -> float:
-    """Validate a shrink coefficient ``s = lr·λ`` for ``kind``; ``l2`` needs ``0 ≤ s < 1`` (brief §1.1)."""
+    """Validate a shrink coefficient ``s = lr·λ`` for ``kind``; ``l2`` needs ``0 ≤ s < 1`` (kschweig/es-awd
+    asserts it)."""
     if kind not in DECAY_KINDS:
         raise ValueError(f"anchored decay kind {kind!r} is not known; accepted: {', '.join(DECAY_KINDS)}")
     if not math.isfinite(shrink) or shrink < 0:
@@ -71,8 +73,9 @@ class AnchoredDecay:
     """Holds the anchor θ0 (a snapshot of the selected parameters at construction) and applies AWD.
 
     ``include``/``exclude`` are regexes searched in parameter names (default: every parameter, as the paper,
-    brief §1.1). Defaults ``kind="l2"``, ``lam=10.0`` are the paper's recommendation for ES at α = 5e-4
-    (brief §1.1/§4.2; λ must be re-tuned for gradient trainers, whose lr is far smaller).
+    arXiv 2605.30148). Defaults ``kind="l2"``, ``lam=10.0`` are the paper's recommendation for ES at α = 5e-4
+    (kschweig/es-awd README and ``run.sh``; λ must be re-tuned for gradient trainers, whose lr is far
+    smaller).
     """
 
     def __init__(
@@ -98,7 +101,7 @@ class AnchoredDecay:
         self._include = re.compile(include) if include else None
         self._exclude = re.compile(exclude) if exclude else None
         device = torch.device(device)
-        if pin_memory is None:  # pinned CPU memory as [AWD-code] when a GPU is there to copy to
+        if pin_memory is None:  # pinned CPU memory as kschweig/es-awd when a GPU is there to copy to
             pin_memory = device.type == "cpu" and torch.cuda.is_available()
         self.anchor: dict[str, torch.Tensor] = {}
         with torch.no_grad():

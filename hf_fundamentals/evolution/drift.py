@@ -1,8 +1,8 @@
 """Drift from the base model: weight distance to θ0 and KL to the base model's token distributions.
 
-Weight drift follows [AWD-code] ``evaluate_weight_change.py`` (brief §1.3 item 3): global ``‖θ − θ0‖_F``,
+Weight drift follows kschweig/es-awd ``evaluation/evaluate_weight_change.py``: global ``‖θ − θ0‖_F``,
 relative ``‖θ − θ0‖/‖θ0‖``, per-layer norms, mean and max ``|Δ|`` and the tensor that moved most.
-KL follows ``evaluate_kl_divergence.py`` (brief §1.3 item 2, §4.3 (b)): base continuations are sampled
+KL follows ``evaluation/evaluate_kl_divergence.py`` there: base continuations are sampled
 once, then compared token by token, reported token-weighted (default) or averaged per sequence.
 """
 
@@ -22,7 +22,8 @@ REDUCTIONS = ("token", "sequence", "none")
 
 def layer_group(name: str, pattern: str = LAYER_PATTERN) -> str:
     """The per-layer group of a parameter: the text ``pattern`` matches (``layers.3``), else its module path
-    (``model.embed_tokens``, ``lm_head``). Our grouping; the brief lists embedding, each block, lm_head."""
+    (``model.embed_tokens``, ``lm_head``). Our grouping; kschweig/es-awd lists embedding, each block,
+    lm_head."""
     match = re.search(pattern, name)
     if match:
         return match.group(0)
@@ -116,7 +117,8 @@ def kl_to_base(
     base_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, reduction: str = "token"
 ) -> torch.Tensor:
     """Exact per-token ``KL(p_base ‖ p_θ)`` over the vocabulary at the masked positions, reduced
-    token-weighted (default; brief §1.3) or per sequence. Logits ``[B, T, V]``, mask ``[B, T]``; fp32."""
+    token-weighted (default; as kschweig/es-awd) or per sequence. Logits ``[B, T, V]``, mask ``[B, T]``;
+    fp32."""
     if base_logits.shape != logits.shape:
         raise ValueError(
             f"logit shapes differ: base {tuple(base_logits.shape)}, current {tuple(logits.shape)}"
@@ -138,7 +140,8 @@ def sampled_kl_to_base(
     base_logprobs: torch.Tensor, logprobs: torch.Tensor, mask: torch.Tensor, reduction: str = "token"
 ) -> torch.Tensor:
     """Monte Carlo ``KL(p_base ‖ p_θ)`` on tokens the base model sampled: the mean of ``log p0 − log pθ``
-    (brief §1.3 item 2), from cached base log-probs, without keeping the base logits."""
+    (kschweig/es-awd ``evaluation/evaluate_kl_divergence.py``), from cached base log-probs, without keeping
+    the base logits."""
     if base_logprobs.shape != logprobs.shape:
         raise ValueError(f"shapes differ: base {tuple(base_logprobs.shape)}, current {tuple(logprobs.shape)}")
     diff = base_logprobs.float() - logprobs.float().to(base_logprobs.device)

@@ -1,6 +1,7 @@
 """Evolution Strategies for full-parameter fine-tuning: one iteration, split across processes, and replay.
 
-One iteration (brief §2.1, §4.1):
+One iteration (Qiu et al., arXiv 2509.24372, as VsonicV/es-fine-tuning-paper
+``countdown/es_fine-tuning_countdown_iid.py`` implements it; the seeding and exact restore are our design):
 
 1. direction seeds from ``RNG(seed + step)`` (:func:`direction_seeds`);
 2. each member ``m`` (this process: ``m ≡ rank (mod world)``) perturbs the parameters in place,
@@ -11,7 +12,8 @@ One iteration (brief §2.1, §4.1):
    at a time, accumulated in fp32 with each ``ε_j`` rebuilt from its seed (:func:`es_update_`).
 
 An :class:`ESStepRecord` holds what the update needs (seeds, coefficients, α, N, noise mode), so
-:func:`replay_steps` rebuilds θ_T from θ0 bit for bit ([AWD-code] writes the same per-iteration JSON, §1.2).
+:func:`replay_steps` rebuilds θ_T from θ0 bit for bit (kschweig/es-awd writes the same per-iteration JSON,
+``iteration_updates/iteration_XXXXXX.json``).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ RewardFn = Callable[[Params], float]
 
 @dataclass
 class ESConfig:
-    """The core ES hyper-parameters. Defaults: N = 30, σ = 1e-3, α = σ/2 = 5e-4, z-score shaping, no
-    mirroring (brief §1.2/§2.1/§4.1); iid noise (brief §4.1); seed 42 (our choice: TrainingArguments' default,
-    which the trainer glue passes in)."""
+    """The core ES hyper-parameters. Defaults: N = 30, σ = 1e-3, α = σ/2 = 5e-4, z-score shaping, no mirroring
+    (arXiv 2509.24372 and kschweig/es-awd); iid noise (our design); seed 42 (our choice: TrainingArguments'
+    default, which the trainer glue passes in)."""
 
     population: int = 30
     sigma: float = 1e-3
@@ -60,7 +62,7 @@ class ESConfig:
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"sigma (perturbation scale) must be finite and > 0; got {self.sigma}")
         if self.alpha is None:
-            self.alpha = self.sigma / 2  # brief §2.1/§4.1: alpha defaults to sigma / 2
+            self.alpha = self.sigma / 2  # as VsonicV/es-at-scale and kschweig/es-awd
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"alpha (ES learning rate) must be finite and > 0; got {self.alpha}")
         if self.shaping not in SHAPINGS:
@@ -121,7 +123,8 @@ class ESStepRecord:
 
 
 def member_indices(population: int, rank: int = 0, world_size: int = 1) -> list[int]:
-    """The members one process evaluates: ``rank, rank + world, ...`` (brief §2.2: seed k → rank k mod world)."""
+    """The members one process evaluates: ``rank, rank + world, ...`` (seed k → rank k mod world, as
+    VsonicV/es-fine-tuning-paper)."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(
             f"rank must lie in 0..world_size-1 with world_size >= 1; got rank={rank}, world_size={world_size}"
@@ -180,8 +183,9 @@ def es_update_(
     master: MasterWeights | None = None,
 ) -> None:
     """``θ ← θ + scale·Σ_j c_j ε_j``, one tensor at a time: ``Σ c_j ε_j`` accumulated in fp32 (each ``ε_j``
-    rebuilt from its seed), then added once; into the fp32 master when given, else in fp32 and rounded once
-    to the parameter dtype. Accumulating in the weights' own bf16 loses the small step (brief §2.1)."""
+    rebuilt from its seed), then added once; into the fp32 master when given, else in fp32 and rounded once to
+    the parameter dtype. Accumulating in the weights' own bf16 loses the small step (cf. VsonicV/es-at-scale
+    ``es_at_scale/utils/worker_extension.py``)."""
     if len(seeds) != len(coefficients):
         raise ValueError(f"{len(seeds)} seeds but {len(coefficients)} coefficients")
     coefficients = [float(c) for c in coefficients]
@@ -245,7 +249,7 @@ def es_step(
     With ``world_size > 1`` this process evaluates only members ``rank::world_size`` and ``gather`` must turn
     its ``{member: reward}`` dict into the full reward vector (e.g. an ``all_reduce`` of a zero-filled
     vector); the update needs only rewards and seeds, so every process applies the same one. ``decay``
-    applies AWD with shrink ``α·λ`` after the update (brief §1.1).
+    applies AWD with shrink ``α·λ`` after the update (arXiv 2605.30148).
     """
     params = list(params)
     decay_on = decay is not None and decay.kind != "none" and decay.lam > 0

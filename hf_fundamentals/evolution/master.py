@@ -3,7 +3,8 @@
 The ES step is tiny: its per-element std is ``α/√N`` (about 9e-5 at α = 5e-4, N = 30), below half the bf16
 spacing (about 6e-5 … 1.2e-4) of weights around 0.02, so writing each step straight into bf16 weights rounds
 much of it away, and a drift that is consistent over steps but below half an ulp per step is lost entirely
-(brief §2.1 "fp32 accumulation fix" and its derived note; tested in ``tests/evolution/test_es_step.py``).
+(VsonicV/es-at-scale ``es_at_scale/utils/worker_extension.py`` accumulates the update in fp32 for this reason;
+the bf16 arithmetic is ours, tested in ``tests/evolution/test_es_step.py``).
 A master copy keeps θ in fp32; the model's low-precision tensors are only its rounded image. It costs one
 fp32 copy of the perturbed parameters (twice a bf16 model), which is why it is optional.
 """

@@ -3,27 +3,30 @@
 Two levels of seeds:
 
 * **direction seeds**: the integers of one ES iteration, one per noise direction (``population`` of them, or
-  ``population // 2`` with mirrored sampling), drawn from ``numpy.random.default_rng(seed + step)`` (brief
-  §4.1 step 1, as [ESAS] seeds iteration ``t`` with ``RNG(global_seed + t)``). They are what a step log
-  records, so replaying never depends on how they were drawn.
+  ``population // 2`` with mirrored sampling), drawn from ``numpy.random.default_rng(seed + step)`` (our
+  choice, as VsonicV/es-at-scale seeds iteration ``t`` with ``RNG(global_seed + t)``). They are what a step
+  log records, so replaying never depends on how they were drawn.
 * **tensor seeds**: what seeds the CPU ``torch.Generator`` for one parameter tensor of one direction.
 
-Noise modes (brief §2.1 "noise-correlation caveat", §4.1 ``noise_mode``):
+Noise modes (the same-seed-per-tensor correlation is VsonicV/es-at-scale issue #46; the ``_iid`` scripts of
+VsonicV/es-fine-tuning-paper fix it):
 
 * ``"iid"`` (default): every tensor gets its own stream, seeded by mixing (direction seed, tensor key) through
   ``numpy.random.SeedSequence``. The tensor key is the parameter's *name* (hashed with BLAKE2b) or an integer
   index. Our choice (the ``_iid`` scripts add the tensor index to the seed): names keep a tensor's noise the
   same when other tensors are added to or dropped from the perturbed set, or listed in another order, and
   mixing avoids the ``seed + index`` collisions between neighbouring seeds.
-* ``"shared_per_shape"``: the paper's reproduction mode ([AWD-code] and the original [QIU-code] scripts):
+* ``"shared_per_shape"``: the paper's reproduction mode (kschweig/es-awd and the original
+  VsonicV/es-fine-tuning-paper scripts):
   every tensor's generator is seeded with the direction seed itself, so tensors of the same shape get
   identical noise within a member. As in those scripts, tensors of other shapes draw from the start of the
-  same stream too (on CPU a tensor of the same number of elements gets the same values, reshaped). The
-  brief's third name, ``cached_per_shape`` ([AWD-code] ``--caching``), is the same noise memoized per shape,
+  same stream too (on CPU a tensor of the same number of elements gets the same values, reshaped). A
+  third mode, ``cached_per_shape`` (kschweig/es-awd ``--caching``), is the same noise memoized per shape,
   so it is not a separate mode here.
 
 Noise is always drawn in fp32 on the CPU (same values on every device and dtype) and then moved; bitwise
-equality with vLLM runs is out of reach anyway (brief §2.1: vLLM perturbs fused tensors).
+equality with vLLM runs is out of reach anyway (the vLLM engines of kschweig/es-awd
+``distributed_utils.py`` perturb vLLM's fused tensors, e.g. ``qkv_proj``).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def check_noise_mode(mode: str) -> str:
 
 
 def direction_seeds(seed: int, step: int, count: int) -> list[int]:
-    """The ``count`` direction seeds of ES iteration ``step``: ``default_rng(seed + step)`` (brief §4.1)."""
+    """The ``count`` direction seeds of ES iteration ``step``: ``default_rng(seed + step)`` (our design)."""
     if count < 1:
         raise ValueError(f"count (noise directions per step) must be >= 1; got {count}")
     if step < 0:
@@ -107,7 +110,7 @@ def member_noise(
 ) -> torch.Tensor:
     """The signed noise ``±ε`` that population member ``member`` of iteration ``step`` adds (before ``σ``) to
     one tensor, from the base seed alone. Mirrored: members ``2k`` and ``2k+1`` share direction ``k`` with
-    signs ``+`` and ``-`` (brief §2.1)."""
+    signs ``+`` and ``-`` (mirrored sampling as in kschweig/es-awd ``es.py``)."""
     if not 0 <= member < population:
         raise ValueError(f"member {member} outside 0..{population - 1}")
     direction, sign = member_direction(member, mirrored)

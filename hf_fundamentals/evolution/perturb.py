@@ -1,23 +1,24 @@
-"""In-place perturb / exact restore of parameters, one tensor at a time (brief §2.1 step 2, §4.1 step 2).
+"""In-place perturb / exact restore of parameters, one tensor at a time (as in Qiu et al., arXiv 2509.24372,
+VsonicV/es-fine-tuning-paper ``countdown/es_fine-tuning_countdown_iid.py``).
 
 A member's model is ``θ + σε``: each tensor is perturbed in place with its noise rebuilt from the seed, the
 reward is measured, and each tensor is put back. The paper restores by subtracting ``σε`` again, which is not
 an identity in fp16/bf16 (nor always in fp32): ``round(round(θ + σε) − σε) ≠ θ`` wherever the first rounding
-lost bits (a binade crossing, a tie, or |θ| small next to σε). [AWD-code] copes by replaying every
-perturb/restore call during evaluation (brief §1.2), and with processes evaluating different members the
-copies of θ would even drift apart. Here restore is exact instead.
+lost bits (a binade crossing, a tie, or |θ| small next to σε). kschweig/es-awd copes by replaying every
+perturb/restore call during evaluation (``evaluation/utils.py::replay_perturb_restore``), and with processes
+evaluating different members the copies of θ would even drift apart. Here restore is exact instead.
 
-Our design (the brief asks for exactness, not for a method): a **sparse fix-up list**. While perturbing one
-tensor we compute, in the same kernel the restore will use, what the subtraction would give back, compare it
-bit for bit with the original, and keep only the positions where it differs (flat index + original value).
-Restore subtracts and then writes those few originals back. Memory stays close to the brief's budget of "one
-model copy plus one noise tensor" (§4.1): a few transient one-tensor buffers while a tensor is perturbed,
-plus the fix-ups held while the member is evaluated. Measured at σ = 1e-3 on weights of std 0.02, about 5% of
-the elements need one, in bf16, fp16 and fp32 alike; at 6 bytes each (int32 position + bf16 value) that is
-about 15% of a bf16 perturbed set (the tests bound the fraction). Keeping a copy of each perturbed tensor
-would also be exact, but all tensors of a member stay perturbed while its reward is measured, so that is a
-second full copy. With :class:`MasterWeights` no fix-ups are needed: perturbed = round(master + σε) and
-restored = round(master), exact by construction.
+Our design (exactness is our requirement; no source gives a method): a **sparse fix-up list**. While
+perturbing one tensor we compute, in the same kernel the restore will use, what the subtraction would give
+back, compare it bit for bit with the original, and keep only the positions where it differs (flat index +
+original value). Restore subtracts and then writes those few originals back. Memory stays close to the ES
+budget of "one model copy plus one noise tensor" (VsonicV/es-fine-tuning-paper): a few transient one-tensor
+buffers while a tensor is perturbed, plus the fix-ups held while the member is evaluated. Measured at σ = 1e-3
+on weights of std 0.02, about 5% of the elements need one, in bf16, fp16 and fp32 alike; at 6 bytes each
+(int32 position + bf16 value) that is about 15% of a bf16 perturbed set (the tests bound the fraction).
+Keeping a copy of each perturbed tensor would also be exact, but all tensors of a member stay perturbed while
+its reward is measured, so that is a second full copy. With :class:`MasterWeights` no fix-ups are needed:
+perturbed = round(master + σε) and restored = round(master), exact by construction.
 """
 
 from __future__ import annotations

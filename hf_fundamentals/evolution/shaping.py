@@ -1,6 +1,7 @@
 """Reward shaping and ES coefficients: z-score (default), centered rank, none; mirrored pairs.
 
-The update is ``θ ← θ + (α/N)·Σ_j c_j ε_j`` over noise directions ``j`` (brief §2.1 step 4); this module
+The update is ``θ ← θ + (α/N)·Σ_j c_j ε_j`` over noise directions ``j`` (Qiu et al., arXiv 2509.24372;
+VsonicV/es-fine-tuning-paper ``countdown/es_fine-tuning_countdown_iid.py``); this module
 turns the ``N`` member rewards into the ``c_j``.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 SHAPINGS = ("zscore", "centered_rank", "none")
-ZSCORE_EPS = 1e-8  # brief §2.1 step 3: ẑ = (r − mean) / (std + 1e-8)
+ZSCORE_EPS = 1e-8  # VsonicV/es-fine-tuning-paper: ẑ = (r − mean) / (std + 1e-8)
 
 
 def _as_rewards(rewards: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -25,8 +26,8 @@ def _as_rewards(rewards: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def zscore(rewards: Sequence[float] | np.ndarray) -> np.ndarray:
-    """``(r − mean) / (std + 1e-8)`` with the population std (ddof 0, as numpy in [QIU-code]; brief §2.1);
-    all-equal rewards give exact zeros (no NaN, no update)."""
+    """``(r − mean) / (std + 1e-8)`` with the population std (ddof 0, as numpy in
+    VsonicV/es-fine-tuning-paper); all-equal rewards give exact zeros (no NaN, no update)."""
     r = _as_rewards(rewards)
     if np.ptp(r) == 0.0:
         return np.zeros_like(r)
@@ -51,8 +52,8 @@ def centered_ranks(rewards: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def shape_rewards(rewards: Sequence[float] | np.ndarray, method: str = "zscore") -> np.ndarray:
-    """Shaped rewards, one per member: ``zscore`` (default, brief §2.1/§4.1), ``centered_rank`` or ``none``
-    (the raw rewards unchanged, so equal rewards are *not* zeroed there)."""
+    """Shaped rewards, one per member: ``zscore`` (default, as arXiv 2509.24372), ``centered_rank`` or
+    ``none`` (the raw rewards unchanged, so equal rewards are *not* zeroed there)."""
     if method == "zscore":
         return zscore(rewards)
     if method == "centered_rank":
@@ -67,7 +68,7 @@ def es_coefficients(
 ) -> np.ndarray:
     """The coefficient ``c_j`` of each noise direction. Plain: the shaped reward of member ``j``. Mirrored
     (members ``2k`` at ``+σε_k`` and ``2k+1`` at ``−σε_k``): shaped over all ``N`` evaluations, then
-    ``c_k = ẑ⁺_k − ẑ⁻_k`` (brief §2.1, mirrored sampling); the update still divides by ``N``."""
+    ``c_k = ẑ⁺_k − ẑ⁻_k`` (as kschweig/es-awd ``es.py``); the update still divides by ``N``."""
     shaped = shape_rewards(rewards, shaping)
     if not mirrored:
         return shaped

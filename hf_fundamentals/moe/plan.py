@@ -1,7 +1,7 @@
 """Complete-muE transfer plan: AdamW hyperparameters and init of a tuned dense proxy, carried to an MoE target.
 
-The rules (research brief ``complete_mue.md`` §3-4, from the authors' blog, tagged ``[BLOG]``; our own
-defaults tagged ``Proposed``):
+The rules (Complete-muE, arXiv 2605.23893, as the authors' blog gives them, tagged ``[BLOG]``:
+https://harveyp123.github.io/paper_blogs/complete_mue/; our own defaults tagged ``Proposed``):
 
 * width: ``rho_d = d/d*``; every hidden 2-D linear (attention, router, expert/shared/dense FFN, lm_head) gets
   LR ×1/rho_d and init std ×rho_d^-1/2 [BLOG worked example]; the LM-head output is multiplied by 1/rho_d.
@@ -22,8 +22,9 @@ hidden matrix uses). All proxy values (lr, init, eps, wd) are for the raw weight
 
 Multipliers in a ``GroupRule`` are relative to the proxy's value for the same group (so an identity transfer
 gives 1 everywhere) and exclude folding; absolute values include the global batch/duration factors and, when
-``fold_multipliers`` is on, the folded forward multiplier c (init ×c, lr ×c, wd ×1/c, eps ×1/c, brief §7.2).
-Weight decay is torch-AdamW decoupled (the weight shrinks by lr·wd per step).
+``fold_multipliers`` is on, the folded forward multiplier c (init ×c, lr ×c, wd ×1/c, eps ×1/c; our design,
+from the µP multiplier symmetry under Adam). Weight decay is torch-AdamW decoupled (the weight shrinks by
+lr·wd per step).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ PROPOSED = "Proposed: not found in sources"
 SOURCES = {
     "rho_d": "[BLOG] worked example, step 3: rho_d = d/d*",
     "H_act": "[BLOG] tuning menu: H_act = H (dense), a*h (sparse), H_tot incl. shared (hybrid)",
-    "H_act_gate_up": "Proposed: gate_up convention counts SwiGLU gate+up, H_act x2 (brief §6 open inconsistency)",
+    "H_act_gate_up": "Proposed: gate_up convention counts SwiGLU gate+up, H_act x2 (the blog's 128e8a1s "
+    "example gives H_act = 9d but calls it 4.5x)",
     "A": "[BLOG] tuning menu: A = d/H_act on the FFN/MoE down-projection output",
     "R": "[BLOG] Bridge I / tuning menu: R = a on the normalized routed sum, 1 on dense and shared branches",
     "hidden_width": "[BLOG] worked example, step 3: every 2-D linear LR x1/rho_d, init std x rho_d^-1/2",
@@ -64,26 +66,29 @@ SOURCES = {
     "router": "[BLOG] tuning menu: router weight gets standard uP factors in d",
     "up": "[BLOG] tuning menu: up/gate projections standard uP width factors in d, nothing MoE-specific",
     "down": "[BLOG] tuning menu + 'under the hood': init sqrt(H_act/d)*sigma1, LR x1/rho_d with no H dependence",
-    "shared_gate": f"{PROPOSED} (Qwen2-MoE shared_expert_gate d->1 treated like the router, brief §4.6)",
+    "shared_gate": f"{PROPOSED} (Qwen2-MoE shared_expert_gate d->1 treated like the router; our design)",
     "lm_head": "[BLOG] worked example, step 3: LM head LR x1/rho_d, init x rho_d^-1/2, output x1/rho_d",
     "lm_head_mup": "Proposed: µP readout (mup MuReadout/MuAdam: one infinite dim, LR unchanged); the blog's LR "
     "×1/rho_d on top of the 1/rho_d output multiplier shrinks readout updates as 1/rho_d², coord check in "
     "benchmarks/moe.py",
     "lm_head_tied": f"{PROPOSED} (tied weight follows the embedding rule; readout 1/rho_d stays a forward "
-    "multiplier, mup MuSharedReadout, brief §7.2)",
+    "multiplier, as mup MuSharedReadout; our design)",
     "readout": "[BLOG] worked example, step 3: LM-head / prediction-head output multiplier 1/rho_d",
-    "embedding": f"{PROPOSED} (uP-Adam leaves embedding LR and init unchanged, brief §4.2)",
-    "vector": f"{PROPOSED} (mup MuAdam leaves vector-like params, norms and biases, unchanged, brief §9)",
+    "embedding": f"{PROPOSED} (uP-Adam leaves embedding LR and init unchanged, as mup MuAdam; our design)",
+    "vector": f"{PROPOSED} (mup MuAdam leaves vector-like params, norms and biases, unchanged, "
+    "microsoft/mup mup/optim.py)",
     "batch_duration": "[BLOG] batch/duration table (paper Table 2, CompleteP form): eta, lambda x sqrt(rho_B/rho_D), "
     "eps x sqrt(rho_D/rho_B), (1-beta) x rho_B/rho_D",
     "no_moe_multiplier": "[BLOG] what does not change: no MoE-specific LR/WD multiplier for a, N, granularity",
-    "eps_width_mup": f"{PROPOSED} (hidden-matrix Adam eps x1/rho_d, uP-style, brief §4.6)",
+    "eps_width_mup": f"{PROPOSED} (hidden-matrix Adam eps x1/rho_d, uP-style; our design)",
     "eps_width_none": f"{PROPOSED} (Adam eps width-independent; option eps_width_rule='none')",
-    "wd_keep_lr_wd": f"{PROPOSED} (wd x rho_d wherever lr / rho_d, lr*wd invariant like mup.MuAdamW, brief §4.6)",
+    "wd_keep_lr_wd": f"{PROPOSED} (wd x rho_d wherever lr / rho_d, lr*wd invariant; our design, following "
+    "mup.MuAdamW)",
     "wd_none": f"{PROPOSED} (wd width-independent; option wd_coupling='none')",
-    "sigma0": "Proposed: optional gamma knob on the Bridge II sigma0 residual (brief §4.5); gamma = 0 is the identity "
-    "([BLOG] Bridge II: first-order LR/WD correction cancels)",
-    "folding": "Proposed: uP multiplier symmetry under Adam, init x c, lr x c, wd x 1/c, eps x 1/c (brief §7.2)",
+    "sigma0": "Proposed: optional gamma knob on the Bridge II sigma0 residual (our design); gamma = 0 is the "
+    "identity ([BLOG] Bridge II: first-order LR/WD correction cancels)",
+    "folding": "Proposed: uP multiplier symmetry under Adam, init x c, lr x c, wd x 1/c, eps x 1/c "
+    "(our design)",
     "dense_target": "[BLOG] dense FFN: H_act = H; width/batch/duration transfer only",
     "depth": "not found in [BLOG] (CompleteP residual-branch grouping is named but not specified): not applied",
 }
@@ -238,7 +243,8 @@ class MoETarget:
 
 @dataclass(frozen=True, kw_only=True)
 class TransferOptions:
-    """Switches for the rules the sources leave open (all defaults are Proposed, brief §4.5-4.6, §6, §7.2).
+    """Switches for the rules the sources (arXiv 2605.23893 and its blog) leave open (all defaults are
+    Proposed, our design).
 
     ``readout_lr`` (untied lm_head only; a tied one follows the embedding rule): "mup" leaves the lm_head LR, and
     with it its wd/eps width coupling, unchanged (µP-Adam readout, one infinite dimension); "blog" gives it the

@@ -1,9 +1,10 @@
 """The LR optimum of a sweep, finer than its grid: a quadratic in log2(lr) around the grid minimum.
 
-The brief's transfer metric (complete_mue.md §6, Proposed) is ``|log2(η*_target/η*_ref)| <= log2(1.1)``, finer than
-a √2 grid (0.5 in log2), so η* is read from a fit, not from the grid. Diverged runs (NaN/inf loss) are dropped. A
-minimum at the edge of the finite grid means the optimum lies outside the sweep: the fit would extrapolate, so η*
-is clamped to the edge point and flagged. A fit that is not convex falls back to the grid minimum.
+Our transfer metric (Proposed; the Complete-muE blog gives no drift number) is
+``|log2(η*_target/η*_ref)| <= log2(1.1)``, finer than a √2 grid (0.5 in log2), so η* is read from a fit, not
+from the grid. Diverged runs (NaN/inf loss) are dropped. A minimum at the edge of the finite grid means the
+optimum lies outside the sweep: the fit would extrapolate, so η* is clamped to the edge point and flagged. A
+fit that is not convex falls back to the grid minimum.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def _log2_lr(name: str, value: OptimumFit | float) -> float:
 
 
 def lr_drift_log2(ref: OptimumFit | float, target: OptimumFit | float) -> float:
-    """|log2 η*_target − log2 η*_ref|: the brief's transfer metric; pass if <= TEN_PERCENT_LOG2 (1.1×)."""
+    """|log2 η*_target − log2 η*_ref|: our transfer metric; pass if <= TEN_PERCENT_LOG2 (1.1×)."""
     return abs(_log2_lr("target", target) - _log2_lr("ref", ref))
 
 

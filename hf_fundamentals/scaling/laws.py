@@ -2,7 +2,7 @@
 
 Every law is fitted in coordinates ``theta`` where positive constants enter by their logarithm and exponents
 as they are, and predicts ``ln L`` from ``u = ln N`` and ``v = ln D`` with its analytic gradient, so that
-L-BFGS gets exact derivatives. Laws (research brief ``scaling_and_distillation.md`` §1.2 and §1.6):
+L-BFGS gets exact derivatives. Laws:
 
 * ``shannon`` (arXiv 2605.23901): ``L = 1/C``, ``C = a·N^α·log2(1 + SNR)``,
   ``SNR = b·D^β / (c·(D·N)^γ + d·D^δ + e)``. Scaling b, c, d and e by one k leaves SNR unchanged, so e = 1 is
@@ -284,7 +284,8 @@ class ShannonLaw(ScalingLaw):
         return vals
 
     def init_grid(self):
-        """Brief §1.4: α, β, γ, δ ∈ {0.1, 0.3, 0.6, 1.0}, ln b, ln c, ln d ∈ {−5, 0, 5, 10}; ln a is profiled
+        """Start grid (our recipe, modelled on Chinchilla Approach 3, arXiv 2203.15556 App. D.2):
+        α, β, γ, δ ∈ {0.1, 0.3, 0.6, 1.0}, ln b, ln c, ln d ∈ {−5, 0, 5, 10}; ln a is profiled
         per start (``start_theta``), so the grid holds ln a = 0 (4^7 = 16384 rows)."""
         exps = (0.1, 0.3, 0.6, 1.0)
         logs = (-5.0, 0.0, 5.0, 10.0)
@@ -321,7 +322,8 @@ class ShannonLaw(ScalingLaw):
 
 
 class ShannonRunLaw(ScalingLaw):
-    """The Shannon law along one run (fixed N), brief §1.8: ``L(D) = 1/(A·log2(1 + b·D^β/(K·D^δ + 1)))``.
+    """The Shannon law along one run (fixed N), our reduction of arXiv 2605.23901:
+    ``L(D) = 1/(A·log2(1 + b·D^β/(K·D^δ + 1)))``.
 
     At fixed N the full law's ``a·N^α`` becomes A, and its two noise terms ``c·(DN)^γ + d·D^δ`` are merged into
     one ``K·D^δ`` (exact when one dominates over the run, which is what a single run can identify). ``N`` is

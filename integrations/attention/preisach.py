@@ -24,7 +24,7 @@ SUBMODULE = "preisach"
 """Name of the ``PreisachAttention`` submodule on a chosen attention module."""
 SETTINGS_VERSION = 1
 DRIVE_SOURCES = ("key", "value")
-"""``"key"``: ``u = <k_t, w_h>·scaling`` (brief §2.3; RoPE-rotated keys in RoPE models); ``"value"``:
+"""``"key"``: ``u = <k_t, w_h>·scaling`` (our design; RoPE-rotated keys in RoPE models); ``"value"``:
 ``u = <v_t, w_h>·scaling`` (values carry no rotation: position-free, rate-independent)."""
 
 

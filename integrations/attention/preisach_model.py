@@ -55,9 +55,9 @@ with a message pointing here. ``temperature`` is a module attribute, not a weigh
 
 **Positional encoding.** transformers applies RoPE to q/k before the attention function, so with the default
 ``drive_source="key"`` the drive ``u = <k_t, w_h>·scaling`` sees rotated keys: it depends on absolute
-positions, rate-independence (brief §2.3) does not hold exactly, and a left-padded batch matches the unpadded
-rows only with ``position_ids`` that skip the padding (``generate`` passes them; a plain forward does not).
-``drive_source="value"`` drives the relays from the (unrotated) values instead: position-free.
+positions, rate-independence (arXiv 2605.23603) does not hold exactly, and a left-padded batch matches the
+unpadded rows only with ``position_ids`` that skip the padding (``generate`` passes them; a plain forward does
+not). ``drive_source="value"`` drives the relays from the (unrotated) values instead: position-free.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Drift monitor as a ``TrainerCallback``: how far training has moved the model from the base, and what it cost.
 
 Every ``every`` steps (the paper's 25), at the start and at the end of training, the callback records
-(brief §4.3, metrics as [AWD-code] ``evaluation/``, brief §1.3):
+(our design; metrics as kschweig/es-awd ``evaluation/``):
 
 * weight drift ``‖θ − θ0‖_F`` (global, relative to ``‖θ0‖``, per layer, max ``|Δ|``) against the anchor of an
   :class:`AnchoredWeightDecayCallback` in the same trainer when there is one, else an fp32 CPU snapshot;
@@ -9,7 +9,8 @@ Every ``every`` steps (the paper's 25), at the start and at the end of training,
   their base log-probs cached; each check reports the token-weighted mean of ``log p0 − log pθ`` on them;
 * user prior-task probes and a target metric (callables ``(model, tokenizer) -> float``, higher is better).
 
-From the history it derives the signals proposed to test the blog claims (brief §1.4, §4.3): forgetting
+From the history it derives the signals we propose to test the claims of the AWD blog post
+(https://www.cognizant.com/us/en/ai-lab/blog/overcoming-forgetting-in-llm-fine-tuning): forgetting
 ``F(t) = P(0) − P̄(t)``, ``t*_val = argmax target``, ``t*_forget = argmax F``, a warning when the two fall within
 one interval ("stopping at the best target step stops at the peak of forgetting"), and the recovery
 ``R(t) = (P̄(t) − P̄min)/(P(0) − P̄min)`` read at the check nearest ``1.2·t*_val``.
@@ -152,7 +153,8 @@ class DriftMonitorCallback(TrainerCallback):
 
     # -- KL probe ---------------------------------------------------------------------------------------------
     def _sample_base(self, model: Any, tokenizer: Any) -> None:
-        """Generate the base continuations once and cache their base log-probs (brief §1.3 item 2)."""
+        """Generate the base continuations once and cache their base log-probs (as kschweig/es-awd
+        ``evaluation/evaluate_kl_divergence.py``)."""
         if not self.kl_prompts:
             return
         if tokenizer is None:

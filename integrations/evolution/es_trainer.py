@@ -1,13 +1,14 @@
 """Evolution Strategies fine-tuning as a ``transformers.Trainer``: ``ESTrainer`` and ``ESTrainingConfig``.
 
-One Trainer step is one ES iteration (brief §2.1, §4.1) on one batch of ``per_device_train_batch_size``
-prompts: direction seeds from ``direction_seeds(args.seed, global_step, ...)`` (so a resumed run continues the
-seeding), each population member perturbs the chosen parameters in place (exact restore), generates with
-``model.generate`` (left padding, greedy by default) and is scored by TRL-style reward functions
-``fn(prompts, completions, **columns) -> list[float]``; the rewards of all processes are combined by an
-all-reduce of a zero-filled vector and every process applies the same update ``θ += (α/N)·Σ c_j ε_j``
-(core :func:`~hf_fundamentals.evolution.es_step`). Every process sees the *same* prompts (the data are not
-sharded); population members are what is split across processes (member ``m`` on rank ``m mod world``).
+One Trainer step is one ES iteration (arXiv 2509.24372; the Trainer wiring is our design) on one batch of
+``per_device_train_batch_size`` prompts: direction seeds from ``direction_seeds(args.seed, global_step, ...)``
+(so a resumed run continues the seeding), each population member perturbs the chosen parameters in place
+(exact restore), generates with ``model.generate`` (left padding, greedy by default) and is scored by
+TRL-style reward functions ``fn(prompts, completions, **columns) -> list[float]``; the rewards of all processes
+are combined by an all-reduce of a zero-filled vector and every process applies the same update
+``θ += (α/N)·Σ c_j ε_j`` (core :func:`~hf_fundamentals.evolution.es_step`). Every process sees the *same*
+prompts (the data are not sharded); population members are what is split across processes (member ``m`` on
+rank ``m mod world``).
 
 There are no gradients and no optimizer state: the optimizer is a no-op whose learning rate is α, so the
 Trainer still calls ``on_optimizer_step`` after each iteration and

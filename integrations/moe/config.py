@@ -57,7 +57,8 @@ def _moe_layers(config: Any) -> list[bool]:
 
 
 def moe_target_from_config(config: Any, batch_tokens: int, steps: int) -> MoETarget:
-    """The :class:`~hf_fundamentals.moe.MoETarget` of a transformers config (brief §2 field table).
+    """The :class:`~hf_fundamentals.moe.MoETarget` of a transformers config (fields of transformers'
+    ``models/{mixtral,qwen2_moe,qwen3_moe,olmoe,deepseek_v3}/configuration_*.py``).
 
     MoE families give N, a, h, the shared width and the dense FFN width of any dense layers (DeepSeek-V3
     ``first_k_dense_replace``, Qwen ``mlp_only_layers``/``decoder_sparse_step``); dense families give a dense
@@ -202,7 +203,7 @@ def complete_mue_config(config: Any, plan: Plan | Mapping[str, Any]) -> Any:
     ``norm_topk_prob=True`` where the field exists (Mixtral always renormalizes; DeepSeek-V3 keeps its sigmoid
     scores). DeepSeek-V3's ``routed_scaling_factor`` becomes the plan's R left in the forward: R = a without
     folding, 1 when A·R is folded into the expert down weights (the shipped 2.5 belongs to another
-    parameterization, brief §7.1). ``hff_mue`` (the plan dict) survives save_pretrained/from_pretrained.
+    parameterization). ``hff_mue`` (the plan dict) survives save_pretrained/from_pretrained.
     """
     plan = as_plan(plan)
     check_config_matches_plan(config, plan)

@@ -34,7 +34,7 @@ def mue_param_groups(
     Every trainable parameter lands in exactly one group (:func:`classify_mue_parameters`). Norms and biases
     get no weight decay unless ``decay_vectors`` (the Trainer's rule, under which a proxy is usually tuned).
 
-    ``optimizer="muon"`` (**Proposed**; Complete-muE covers AdamW only, brief §5): groups for
+    ``optimizer="muon"`` (**Proposed**; Complete-muE, arXiv 2605.23893, covers AdamW only): groups for
     :class:`~hf_fundamentals.optim.MuonAdamW`. AdamW keeps embedding, lm_head, vectors, routers and the
     shared-expert gate at the plan's AdamW values (routers out of Muon as in Megatron-LM PR #6504); Muon's
     hidden matrices get the plan's global lr and wd (Muon's update is already shape-normalized), times the

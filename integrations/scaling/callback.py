@@ -14,7 +14,7 @@ Each refit logs the predicted loss at the end of training (tokens per step so fa
 point D* and the fraction D/D* reached, appends them to ``<output_dir>/scaling_law.jsonl`` and to the Trainer's
 ``log_history`` (so they land in ``trainer_state.json``), and warns once when D >= ``warn_fraction``·D*.
 
-The paper (arXiv 2605.23901, brief §0.3) sees the U-shapes mainly after perturbations, so ``perturb`` also
+The paper (arXiv 2605.23901) sees the U-shapes mainly after perturbations, so ``perturb`` also
 evaluates a perturbed copy every ``perturb_every`` evaluations: ``"noise:0.01"`` adds Gaussian noise of 0.01×each
 weight matrix's std, ``"quant:4"`` fake-quantizes weight matrices to 4 bits per output row (symmetric, absmax).
 The weights are restored exactly afterwards, and the perturbed points get their own fit.

@@ -149,7 +149,7 @@ def test_decay_on_master_weights_writes_the_rounded_master_back():
 def test_awd_bounds_the_random_walk_that_grows_like_sqrt_t_without_it():
     """ES on a reward that ignores the weights is a pure random walk (per step, per element variance α²/N):
     ‖θ − θ0‖ grows like √t. AWD l2 with s = αλ makes it an AR(1) process with a stationary spread of
-    α²/N · (1−s)² / (1 − (1−s)²) per element (brief §1 "drift" claim, §4.4)."""
+    α²/N · (1−s)² / (1 − (1−s)²) per element (the random-walk drift of arXiv 2605.30148)."""
     cfg = ESConfig(population=4, sigma=0.5, alpha=0.1, seed=0)
     lam = 0.5  # s = 0.05: relaxes in ~10 steps
     norms: dict[str, dict[int, float]] = {}

@@ -46,7 +46,7 @@ def test_shared_per_shape_mode_gives_same_shape_tensors_identical_noise_as_the_p
     a = tensor_noise(55, "layers.0.q.weight", (64, 64), mode="shared_per_shape")
     b = tensor_noise(55, "layers.1.q.weight", (64, 64), mode="shared_per_shape")
     assert torch.equal(a, b)
-    # [AWD-code]: every tensor's generator is seeded with the member seed itself
+    # kschweig/es-awd: every tensor's generator is seeded with the member seed itself
     ref = torch.randn((64, 64), generator=torch.Generator().manual_seed(55))
     assert torch.equal(a, ref)
     assert not torch.equal(a, tensor_noise(56, "layers.0.q.weight", (64, 64), mode="shared_per_shape"))

@@ -153,7 +153,8 @@ def test_equal_rewards_leave_the_weights_bit_identical():
 
 
 def test_fp32_accumulation_keeps_the_small_bf16_step_that_naive_bf16_accumulation_loses():
-    """α = 5e-4, N = 30: the step's std (~9e-5) is below the bf16 spacing at 0.02 (1.2e-4), brief §2.1."""
+    """α = 5e-4, N = 30: the step's std (~9e-5) is below the bf16 spacing at 0.02 (1.2e-4); cf. the
+    fp32 accumulation in VsonicV/es-at-scale ``es_at_scale/utils/worker_extension.py``."""
     n, scale = 30, 5e-4 / 30
     seeds = direction_seeds(0, 0, n)
     coefs = zscore(np.random.default_rng(1).normal(size=n)).tolist()

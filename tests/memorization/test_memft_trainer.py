@@ -253,9 +253,10 @@ def test_flags_build_the_trainer_class_and_refuse_apply(tmp_path):
 def test_phonebook_toy_ot_reaches_exact_recall(tmp_path):
     """OT trains a PhoneBook toy to full exact recall, as SFT does at the same step count.
 
-    The issue asked for OT >= SFT at equal steps; on this toy (full fine-tuning of a random 2-layer model) that
-    held in 4 of 8 settings of steps x lr x seed and failed in the other 4 (see the MemFT note), so the test
-    checks what does hold: both reach exact recall, and OT reports its active tokens going to zero.
+    Our target was OT >= SFT at equal steps (a proposed test; arXiv 2605.30260 gives no such table); on this
+    toy (full fine-tuning of a random 2-layer model) that held in 4 of 8 settings of steps x lr x seed and
+    failed in the other 4 (see the MemFT note), so the test checks what does hold: both reach exact recall,
+    and OT reports its active tokens going to zero.
     """
     ds = phonebook(24, seed=0)
     results = {}

@@ -56,7 +56,7 @@ def _proxy(**kw) -> DenseProxy:
 
 
 def _blog_target(**kw) -> MoETarget:
-    """`128e8a1s` at d = 1024 with h = d, so H_act = 8d + d = 9d (brief §6)."""
+    """`128e8a1s` at d = 1024 with h = d, so H_act = 8d + d = 9d (the Complete-muE blog's large runs)."""
     base = dict(
         d=1024,
         n_experts=128,
@@ -70,7 +70,7 @@ def _blog_target(**kw) -> MoETarget:
     return MoETarget(**base)
 
 
-# ---------------------------------------------------------------- the blog's worked example (brief §4.2)
+# ---------------------------------------------------------------- the blog's worked example (step 3)
 
 
 def test_blog_worked_example_d128_to_d1024():
@@ -108,7 +108,8 @@ def test_blog_worked_example_d128_to_d1024():
 
 
 def test_blog_large_run_hparams_fixed_batch_steps_x4():
-    """The blog's LM and diffusion runs: T 25k -> 100k at fixed batch halves η and λ; init is kept (brief §6)."""
+    """The blog's LM and diffusion runs: T 25k -> 100k at fixed batch halves η and λ; init is kept
+    (Complete-muE blog)."""
     for lr, wd, init, lr_big, wd_big in (
         (1e-3, 0.10, 1e-2, 5e-4, 0.05),
         (4.52e-3, 0.02, 2e-2, 2.26e-3, 0.01),
@@ -145,7 +146,8 @@ def test_non_unit_proxy_multipliers_are_relative_to_the_proxys_own_down():
 
 
 def test_gate_up_convention_doubles_h_act_and_resolves_the_9_vs_4_5_reading():
-    """Brief §6: with h = d/2 the block is 4.5x under a·h + shared and 9x when gate+up are counted."""
+    """The blog calls 128e8a1s "4.5x FFN-expansion equivalent": with h = d/2 the block is 4.5x under a·h +
+    shared and 9x when gate+up are counted."""
     half = _blog_target(expert_width=512, shared_width=512)
     ah = transfer_plan(_proxy(), half)
     gu = transfer_plan(_proxy(), half, TransferOptions(h_act_convention="gate_up"))
@@ -182,7 +184,7 @@ def test_identity_transfer_is_all_ones(h_ref):
     assert unfolded.groups["dense_down"].init_std == pytest.approx(math.sqrt(h_ref / 128) * 1e-2)
 
 
-# ---------------------------------------------------------------- batch / duration (brief §4.3 table)
+# ---------------------------------------------------------------- batch / duration (arXiv 2605.23893 Table 2)
 
 
 def _bd(kappa_batch: float, kappa_steps: float) -> Plan:
@@ -226,7 +228,7 @@ def test_beta_leaving_its_range_raises():
         transfer_plan(proxy, target)
 
 
-# ---------------------------------------------------------------- no MoE multiplier on lr / wd (brief §4.4-4.5)
+# ---------------------------------------------------------------- no MoE lr / wd multiplier (blog, Bridge II)
 
 
 def test_a_and_n_change_only_A_R_and_down_init():
@@ -260,7 +262,7 @@ def test_a_and_n_change_only_A_R_and_down_init():
     assert plans[(8, 2)].forward == plans[(64, 2)].forward
 
 
-# ---------------------------------------------------------------- folding (brief §7.2)
+# ---------------------------------------------------------------- folding (ours: µP symmetry under Adam)
 
 
 def test_folding_algebra_and_forward_left_in_model():
@@ -307,7 +309,7 @@ def test_tied_embeddings_keep_the_readout_in_forward():
 
 def test_folding_is_exact_under_adamw():
     """A linear map with forward multiplier c trained by AdamW (lr, wd, eps) equals one with W' = cW trained with
-    (lr·c, wd/c, eps/c): W' stays c·W over several steps (the Adam part of brief §7.2's claim)."""
+    (lr·c, wd/c, eps/c): W' stays c·W over several steps (the Adam part of our folding claim)."""
     torch.manual_seed(0)
     c, lr, wd, eps = 0.15, 3e-2, 0.2, 1e-3  # eps large enough to matter
     x = torch.randn(16, 6, dtype=torch.float64)
@@ -503,7 +505,7 @@ def _readout_coord_check(rule: str, fold: bool, widths=(64, 128, 256, 512), step
 def test_readout_lr_mup_keeps_the_output_scale_across_widths_and_blog_shrinks_it():
     """Coordinate check on a toy LM-like MLP across d = 64..512 (rho_d up to 8) with the plan's AdamW values: the
     hidden activations are flat under both rules; the output at the last step is flat under "mup" (spread
-    < 1.5, the brief's pass threshold) and falls with width under "blog" (its readout update is ∝ 1/rho_d²
+    < 1.5, our pass threshold) and falls with width under "blog" (its readout update is ∝ 1/rho_d²
     on top of an init term ∝ 1/rho_d): monotonically, to below 1/sqrt(8) of the d* value at rho_d = 8."""
     mup = _readout_coord_check("mup", fold=False)
     blog = _readout_coord_check("blog", fold=False)
@@ -654,7 +656,7 @@ def test_plan_objects_are_frozen():
         plan.rho_d = 2.0  # type: ignore[misc]
 
 
-# ---------------------------------------------------------------- Bridge I exactness (brief §3.1, §8 item 2)
+# ---------------------------------------------------------------- Bridge I exactness (our test)
 
 
 def _swiglu(x, w_gate, w_up, w_down):

@@ -1,4 +1,6 @@
-"""The guideline metrics separate the orders the way the brief (A.8) predicts."""
+"""The guideline metrics (our design, for the four guidances of arXiv 2605.30334 as microsoft/data-efficacy
+``docs/demystifying_data_organization_for_enhanced_llm_training.md`` states them) separate the orders as
+predicted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The ordering methods: the brief's golden vectors, reference semantics, permutations, seeds and jitter."""
+"""The ordering methods: golden vectors (computed by us from the algorithm of microsoft/data-efficacy
+``data_ordering/common.py``), reference semantics, permutations, seeds and jitter."""
 
 from __future__ import annotations
 

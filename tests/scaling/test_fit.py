@@ -97,7 +97,8 @@ def test_kaplan_recovers_its_own_law():
     not (DATA / "chinchilla_epoch_extracted.csv").is_file(), reason=f"no {DATA}/chinchilla CSV"
 )
 def test_chinchilla_anchor_on_epoch_data_is_within_one_standard_error():
-    """Brief §1.6 anchor: Epoch's 245 extracted points, the 5 highest losses dropped, D = C/(6N)."""
+    """Besiroglu et al. (arXiv 2404.10102) anchor: Epoch's 245 extracted points, the 5 highest losses dropped,
+    D = C/(6N)."""
     import csv
 
     with open(DATA / "chinchilla_epoch_extracted.csv") as fh:

@@ -128,7 +128,7 @@ def test_shannon_has_exactly_one_unidentifiable_direction():
 
 def test_shannon_with_one_model_size_loses_another_direction():
     """With a single N, a·N^α is one number: ln a and α trade off at the ratio −ln N (rank 7 of 9); this is why
-    one training run needs the reduced single-N form (brief §1.8) or a prior from other sizes."""
+    one training run needs the reduced single-N form (our design) or a prior from other sizes."""
     N, D = np.full(D_GRID.size, 1e8), D_GRID
     _, s, vt = np.linalg.svd(_jacobian_all_nine(N, D))
     assert s[-2] / s[0] < 1e-9 and s[-3] / s[0] > 1e-9

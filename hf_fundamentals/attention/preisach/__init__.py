@@ -1,4 +1,4 @@
-"""Preisach attention (project issue 10; brief attention.md §2): relay hysterons with learned thresholds in place of
+"""Preisach attention (Frydrych, arXiv 2605.23603): relay hysterons with learned thresholds in place of
 softmax. ``relays``: the relay semantics, the sequential and exact parallel (cummax) forms, the soft relay and the
 straight-through estimator; ``extremum_stack``: the paper's state (dominant extrema, wiping-out, binary-search
 reads); ``layer``: the density and value-reading outputs, the O(1)-per-token decode state and the module."""

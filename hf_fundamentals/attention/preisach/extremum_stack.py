@@ -1,5 +1,6 @@
-"""The extremum-stack form of the relay bank (brief attention.md §2.3 item 5): the paper's state, the alternating
-dominant extrema of the drive, kept with the wiping-out rule, and relays read from it by binary search.
+"""The extremum-stack form of the relay bank (arXiv 2605.23603; the read-out is our design): the paper's
+state, the alternating dominant extrema of the drive, kept with the wiping-out rule, and relays read from it
+by binary search.
 
 The stack at time t is defined recursively (initial state −1 means the drive came from −∞, so it opens with a
 maximum): ``M₁`` = the latest arg-max of u over ``[0, t]``, ``m₁`` = the latest arg-min over ``(M₁, t]``,

@@ -1,5 +1,6 @@
-"""Preisach attention (PAL, brief attention.md §2.3): a bank of relay hysterons per head, driven by the keys,
-in place of softmax attention. Functional form, decode state and an ``nn.Module`` holding the parameters.
+"""Preisach attention (PAL, arXiv 2605.23603; the layer design is ours): a bank of relay hysterons per head,
+driven by the keys, in place of softmax attention. Functional form, decode state and an ``nn.Module`` holding
+the parameters.
 
 Layout follows transformers' ``AttentionInterface`` (the integration transposes the output to ``[b, n, H, d]``):
 query ``[b, H, n_q, d]``, key ``[b, H_kv, n_k, d]``, value ``[b, H_kv, n_k, d_v]``, ``H % H_kv == 0``
@@ -396,7 +397,7 @@ class PreisachAttention(nn.Module):
     Input convention: transformers' attention-function layout (query ``[b, H, n, d]``, key/value
     ``[b, H_kv, n, d]``, after the layer's own q/k/v projections), so an ``AttentionInterface`` function can
     hold one of these on the attention module and call :meth:`forward`; the drive is key-side
-    (``u = ⟨k_t, w_h⟩·scaling``, brief §2.3 item 1) and needs no positional encoding (rate-independence). A
+    (``u = ⟨k_t, w_h⟩·scaling``, our design) and needs no positional encoding (rate-independence). A
     hidden-state driven layer passes ``drive_signal`` instead.
 
     Parameters (all per query head): ``drive [H, d]``, ``alpha [H, R]``, ``gap [H, R]`` (``β = α −

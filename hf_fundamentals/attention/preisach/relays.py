@@ -1,4 +1,5 @@
-"""Relay hysterons (research brief attention.md §2.2, §2.3 items 2, 4, 7): the hard relay in a sequential and an
+"""Relay hysterons (the classical Preisach relay, https://en.wikipedia.org/wiki/Preisach_model_of_hysteresis,
+with α = up threshold; the parallel and soft forms are our design): the hard relay in a sequential and an
 exact parallel form, a differentiable soft relay, and a straight-through estimator.
 
 Semantics (one relay m with up threshold α_m ≥ down threshold β_m, driven by one scalar u_t per token):
@@ -13,7 +14,7 @@ Layout: ``u`` is ``[..., n]`` (e.g. ``[batch, heads, n]``: one drive per relay t
 ``[..., R]`` and broadcast against ``u.shape[:-1]`` (e.g. ``[heads, R]``); states come back as ``[..., n, R]``
 int8 in {−1, +1} (hard forms) or float (soft and straight-through forms). ``real`` broadcasts against ``u``.
 
-Anchors (for the value-reading variant, brief §2.3 item 3): the anchor of a +1 relay at t is the LATEST token of
+Anchors (for the value-reading variant, our design): the anchor of a +1 relay at t is the LATEST token of
 highest drive among the real tokens after its last down-event, i.e. ``argmax_{τ ∈ (dn_m(t), t]} u_τ`` (ties to
 the later token); −1 for a relay in state −1. Right after a flip up it is the flip token itself; afterwards it
 follows the peak of the current up-phase. It is always an entry of the extremum stack (the dominant maximum that
@@ -200,7 +201,7 @@ def relay_states_parallel(
     return_anchors: bool = False,
     relay_tile: int | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """The exact parallel form (brief §2.3 item 4): ``up_m(t) = max{τ <= t : u_τ >= α_m}`` and
+    """The exact parallel form (our derivation): ``up_m(t) = max{τ <= t : u_τ >= α_m}`` and
     ``dn_m(t) = max{τ <= t : u_τ <= β_m}`` by ``torch.cummax`` over ``(τ+1)·1[·]`` (0 = never), and
     ``s_m(t) = +1`` iff ``up_m(t) > dn_m(t)``. Θ(n·R) work and memory, no n×n anything.
 
@@ -276,7 +277,7 @@ def linear_recurrence_scan(a: Tensor, c: Tensor) -> Tensor:
 def soft_relay(
     u: Tensor, alpha: Tensor, beta: Tensor, temperature: float, *, real: Tensor | None = None
 ) -> Tensor:
-    """The soft relay (brief §2.3 item 7b): ``p_t = a_t + (1 − a_t − b_t)·p_{t−1}``, ``p_{−1} = 0``; ``p`` is
+    """The soft relay (our design): ``p_t = a_t + (1 − a_t − b_t)·p_{t−1}``, ``p_{−1} = 0``; ``p`` is
     the relay's "probability of +1" and ``2p − 1`` its soft state. Returns ``p`` ``[..., n, R]``. As
     ``T → 0`` it becomes the hard relay at every token whose drive is not exactly at a threshold."""
     check_relay_inputs(u, alpha, beta, real)
@@ -304,7 +305,7 @@ def relay_states_ste(
     u: Tensor, alpha: Tensor, beta: Tensor, temperature: float, *, real: Tensor | None = None
 ) -> Tensor:
     """Straight-through relay: the forward value is the exact hard state (±1, float), the gradient is that of
-    the soft state ``2p − 1`` at ``temperature`` (brief §2.3 item 7, (a) with (b) as the surrogate)."""
+    the soft state ``2p − 1`` at ``temperature`` (our design: the soft relay as the surrogate)."""
     soft = 2.0 * soft_relay(u, alpha, beta, temperature, real=real) - 1.0
     hard = relay_states_parallel(u.detach(), alpha.detach(), beta.detach(), real=real).to(soft.dtype)
     return hard + (soft - soft.detach())  # exactly ±1 forward (x − x = 0), the soft gradient backward

@@ -1,5 +1,6 @@
 """Low-rank (random-feature, FAVOR+) attention forward: o_i = φ(q_i)ᵀS / φ(q_i)ᵀz with S = Σ_j φ(k_j) v_jᵀ and
-z = Σ_j φ(k_j), never building the n_q×n_k matrix (hf_fundamentals ``attention/lowrank.py``, brief §1.4).
+z = Σ_j φ(k_j), never building the n_q×n_k matrix (hf_fundamentals ``attention/lowrank.py``;
+the streaming form after arXiv 2605.23751).
 
 Feature map (the reference's ``feature_map="random"`` branch): φ(x) = exp(ωx − |x|²/2 − shift)/√r with
 x = √s·q (or √s·k) and ω [r, D] given by the caller. The q shift is the per-row max over the r features; the k
