@@ -1,4 +1,4 @@
-"""The layering rule of DESIGN.md, enforced: the core imports no HF library; kernels import nothing of ours."""
+"""Our layering rule, enforced: the core imports no HF library; kernels import nothing of ours."""
 
 from __future__ import annotations
 
