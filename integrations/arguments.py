@@ -10,10 +10,11 @@ A flag that is set but cannot take effect fails loudly rather than being ignored
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
+from functools import cache
 from typing import Any
 
-from hf_fundamentals.integrations.registry import FlagGroup, enabled_techniques, techniques
+from hf_fundamentals.integrations.registry import FlagGroup, enabled_techniques, technique, techniques
 
 
 def _flag_groups() -> tuple[type[FlagGroup], ...]:
@@ -23,7 +24,7 @@ def _flag_groups() -> tuple[type[FlagGroup], ...]:
 
 
 @dataclass
-class _CommonFlags:
+class _CommonFlags(FlagGroup):
     hff_cache_dir: str | None = field(
         default=None,
         metadata={
@@ -32,6 +33,14 @@ class _CommonFlags:
         },
     )
 
+    def check_flags(self) -> None:
+        if self.hff_cache_dir:
+            os.environ["HFF_CACHE"] = os.path.abspath(os.path.expanduser(self.hff_cache_dir))
+
+    def enabled_techniques(self) -> list[str]:
+        """One line per technique these flags switch on (shown in logs so a run says what it changed)."""
+        return [t.describe(self) for t in enabled_techniques(self)]
+
 
 @dataclass
 class HffArguments(*_flag_groups(), _CommonFlags):
@@ -39,8 +48,6 @@ class HffArguments(*_flag_groups(), _CommonFlags):
 
     def check_flags(self) -> None:
         """Rules between two techniques' flags (each group has already checked its own)."""
-        if self.hff_cache_dir:
-            os.environ["HFF_CACHE"] = os.path.abspath(os.path.expanduser(self.hff_cache_dir))
         if self.memft_retire_after and self.hff_memft != "none" and self.hff_order != "none":
             raise ValueError(
                 "--memft_retire_after samples the remaining items in its own shuffled order; it cannot keep "
@@ -61,9 +68,19 @@ class HffArguments(*_flag_groups(), _CommonFlags):
                     "on AdamW and covers full training of known modules only"
                 )
 
-    def enabled_techniques(self) -> list[str]:
-        """One line per technique these flags switch on (shown in logs so a run says what it changed)."""
-        return [t.describe(self) for t in enabled_techniques(self)]
+
+@cache
+def arguments_for(*names: str) -> type:
+    """A dataclass with only the flags of the techniques ``names`` (and ``--hff_cache_dir``), for a command that
+    uses only those: ``hff es`` offers the AWD flags, not ``--hff_memft`` or ``--hff_kd_teacher``. Everything
+    that takes ``HffArguments`` takes it."""
+    groups = tuple(technique(n).flags for n in reversed(names) if technique(n).flags is not None)
+    return make_dataclass(
+        f"HffArguments_{'_'.join(names)}",
+        [],
+        bases=(*groups, _CommonFlags),
+        namespace={"__doc__": f"hf_fundamentals flags of {', '.join(names)}."},
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -114,6 +114,78 @@ def resolve_model_path(name_or_path: str | None, *, cache: bool = True) -> tuple
     return str(info.gguf_dir), {"gguf_file": info.gguf_file}
 
 
+def _is_offline() -> bool:
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def check_model_reference(
+    name_or_path: str | None, *, flag: str = "--model", revision: str | None = None, network: bool = True
+) -> str:
+    """Fail fast, with a one-line message naming ``flag``, when ``name_or_path`` cannot be a model: a local path
+    that is a file or a folder without ``config.json``, a string that is no valid Hub id, a Hub id that is
+    offline and not cached, or (with ``network``) a Hub repository that does not exist. Returns what it found:
+    ``"embedded"``, ``"local"``, ``"cached"`` or ``"hub"``. Costs one metadata request at most (10 s timeout)."""
+    if is_embedded(name_or_path):
+        embedded_model_info()  # raises EmbeddedModelMissing with the install command
+        return "embedded"
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+            raise ValueError(f"{flag} {name!r} is a folder without a config.json: not a saved model")
+        return "local"
+    if path.is_file():
+        if path.suffix == ".gguf":
+            raise ValueError(
+                f"{flag} {name!r} is a GGUF file; pass the folder that holds it (transformers loads GGUF with "
+                "gguf_file=...)"
+            )
+        raise ValueError(f"{flag} {name!r} is a file, not a model folder or a Hub id")
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ValueError(f"{flag} {name!r}: no such local folder, and not a valid Hub id") from None
+    if looks_local:
+        raise ValueError(f"{flag} {name!r}: no such local folder")
+    cached = isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
+    if cached:
+        return "cached"
+    if _is_offline():
+        raise ValueError(
+            f"{flag} {name!r}: not a local folder, and not in the Hub cache while offline (HF_HUB_OFFLINE=1); "
+            "download it first or pass a local folder"
+        )
+    if not network:
+        return "hub"
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        HfApi().model_info(name, revision=revision, timeout=10)
+    except GatedRepoError:
+        return "hub"  # it exists; the download will ask for the token
+    except RepositoryNotFoundError:
+        raise ValueError(
+            f"{flag} {name!r}: no such model on the Hub (a private repo needs HF_TOKEN), and no such local folder"
+        ) from None
+    except RevisionNotFoundError:
+        raise ValueError(f"{flag} {name!r}: the Hub repo has no revision {revision!r}") from None
+    except Exception as err:  # no network, DNS, proxy, timeout: the download would fail the same way, slowly
+        raise ConnectionError(
+            f"{flag} {name!r}: not a local folder, and the Hub cannot be reached to look it up "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    return "hub"
+
+
 def load_tokenizer(name_or_path: str | None = "embedded", *, trust_remote_code: bool = False, **kwargs: Any):
     """Load the tokenizer of ``name_or_path`` (see :func:`load_model`), with a pad token set for batching."""
     from transformers import AutoTokenizer

@@ -87,7 +87,7 @@ class Technique:
         if self.flags is None or self.flags.switch is None:
             return False
         default = next(f.default for f in fields(self.flags) if f.name == self.flags.switch)
-        return getattr(args, self.flags.switch) != default
+        return getattr(args, self.flags.switch, default) != default  # a command may offer only some flags
 
     def describe(self, args: Any) -> str:
         """One line for the run banner saying what the flags switched on."""

@@ -114,5 +114,23 @@ def trainer_extras(hff_args: HffArguments, training_args: Any = None, model: Any
             f"{' and '.join(sorted(optimizers))} each supply the optimizer; switch on one of them"
         )
     if optimizers:
-        extras.optimizer_cls_and_kwargs = next(iter(optimizers.values()))
+        supplier = next(t for t in on if t.name in optimizers)
+        _refuse_a_second_optimizer(hff_args, supplier, training_args)
+        extras.optimizer_cls_and_kwargs = optimizers[supplier.name]
     return extras
+
+
+_DEFAULT_OPTIMS = {"adamw_torch", "adamw_torch_fused"}
+"""``--optim`` values that mean "not set" (the Trainer's defaults)."""
+
+
+def _refuse_a_second_optimizer(hff_args: Any, supplier: Technique, training_args: Any) -> None:
+    """A technique that supplies the optimizer replaces the Trainer's ``--optim``: refuse one that was set."""
+    optim = getattr(training_args, "optim", None)
+    name = str(getattr(optim, "value", optim))
+    if optim is not None and name not in _DEFAULT_OPTIMS:
+        switch = supplier.flags.switch
+        raise ValueError(
+            f"--{switch} {getattr(hff_args, switch)} supplies the optimizer, so --optim {name} would be ignored; "
+            "drop --optim (the run's --learning_rate, --weight_decay and --adam_* carry over)"
+        )

@@ -28,9 +28,11 @@ def test_unknown_command_fails_with_the_accepted_names(capsys):
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_help(command, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main([command, "--help"])
-    assert exit_.value.code == 0
+    try:
+        code = main([command, "--help"])
+    except SystemExit as exit_:  # argparse's own --help exits; the launcher commands return
+        code = exit_.code
+    assert code == 0
     assert "usage" in capsys.readouterr().out.lower()
 
 

@@ -1,7 +1,15 @@
 """Scaling laws L(N, D): the Shannon noisy-channel law (arXiv 2605.23901), Chinchilla and Kaplan, a robust
 Huber/L-BFGS fitter with start-stability, R² and bootstrap diagnostics, turning points D*(N) and N*(D), and plots."""
 
-from hf_fundamentals.scaling.fit import DEFAULT_MAX_STARTS, FitResult, check_runs, fit_law, huber, r_squared
+from hf_fundamentals.scaling.fit import (
+    DEFAULT_MAX_STARTS,
+    FitResult,
+    check_runs,
+    fit_law,
+    huber,
+    load_fits,
+    r_squared,
+)
 from hf_fundamentals.scaling.laws import (
     LAWS,
     ChinchillaLaw,
@@ -29,6 +37,7 @@ __all__ = [
     "fit_law",
     "get_law",
     "huber",
+    "load_fits",
     "n_star",
     "plot_fits",
     "r_squared",

@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -331,3 +332,15 @@ def fit_law(
         ci=float(ci),
         bootstrap=boot,
     )
+
+
+def load_fits(path: str | Path) -> dict[str, FitResult]:
+    """Fits by law name from a ``hff scaling fit --out`` file (``{"fits": {law: ...}}``) or one
+    ``FitResult.to_json`` file, so every reader of fit files accepts both."""
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict) and "fits" in data:
+        return {name: FitResult.from_dict(d) for name, d in data["fits"].items()}
+    if isinstance(data, dict) and "law" in data:
+        fit = FitResult.from_dict(data)
+        return {fit.law: fit}
+    raise ValueError(f"{path}: not a fit file (expected {{'fits': {{law: ...}}}} or one FitResult)")

@@ -1,6 +1,6 @@
-"""hf_fundamentals' attention backends in transformers' ``AttentionInterface``: the approximate references
-(``hff_blocksparse``, ``hff_lowrank``) with per-model settings, Preisach attention (``hff_preisach``, hybrid per
-layer) and the mask recognition they share.
+"""hf_fundamentals' attention backends in transformers' ``AttentionInterface``, registered when this package is
+imported: the approximate references (``hff_blocksparse``, ``hff_lowrank``) with per-model settings, Preisach
+attention (``hff_preisach``, hybrid per layer) and the mask recognition they share.
 
 Modules: ``flags`` (``AttentionFlags``), ``approx``, ``masks``, ``preisach`` (the function), ``preisach_model``
 (``add_preisach``, ``load_preisach_model``), ``technique``. The references are :mod:`hf_fundamentals.attention`;
@@ -40,3 +40,17 @@ _EXPORTS = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)
+
+
+def _register_on_import() -> None:
+    """Importing this package makes ``attn_implementation="hff_blocksparse" | "hff_lowrank" | "hff_preisach"``
+    resolve in ``from_pretrained`` (they are registered in transformers' ``AttentionInterface`` and
+    ``AttentionMaskInterface``; idempotent)."""
+    from hf_fundamentals.integrations.attention.approx import register_attention
+    from hf_fundamentals.integrations.attention.preisach import register_preisach
+
+    register_attention()
+    register_preisach()
+
+
+_register_on_import()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from hf_fundamentals.audit.estimators import DEFAULT_METHOD
 
@@ -42,7 +43,7 @@ class AuditArguments:
     estimator: str = field(
         default=DEFAULT_METHOD,
         metadata={
-            "help": f"Default estimator ({DEFAULT_METHOD}, the most accurate in benchmarks/llmscan_mini.py): "
+            "help": f"Default estimator ({DEFAULT_METHOD}, the most accurate in benchmarks/audit_llmscan_mini.py): "
             "pacc, mlls_em, acc, rlls, pcc, cc or llmsurgeon_repo (all are "
             "reported; this one leads the table, the plot and the model card)."
         },
@@ -99,3 +100,73 @@ class AuditArguments:
         default=False,
         metadata={"help": "Allow the model repo's own Python code to run (off unless you ask)."},
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh: delete the generation cache in the output folder first (by default a rerun "
+            "resumes from it, and a cache sampled under other settings is refused)."
+        },
+    )
+
+    MIN_GENERATIONS: ClassVar[int] = 10
+    """Fewer usable generations than this cannot be audited (the label-shift correction has nothing to fit)."""
+
+    def __post_init__(self) -> None:
+        """Check every value before anything slow (model load, reference text, sampling) starts."""
+        from pathlib import Path
+
+        from hf_fundamentals.audit.calibration import CALIBRATION_METHODS
+        from hf_fundamentals.audit.estimators import ESTIMATORS
+        from hf_fundamentals.audit.taxonomy import builtin_taxonomies
+        from hf_fundamentals.integrations.audit.generation import PROMPT_PRESETS
+
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"--estimator {self.estimator!r}; accepted: {', '.join(ESTIMATORS)}")
+        if self.calibration not in CALIBRATION_METHODS:
+            raise ValueError(
+                f"--calibration {self.calibration!r}; accepted: {', '.join(CALIBRATION_METHODS)}"
+            )
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"--confidence {self.confidence}: must lie strictly between 0 and 1 (e.g. 0.95)")
+        if self.n_generations < self.MIN_GENERATIONS:
+            raise ValueError(
+                f"--n_generations {self.n_generations}: an audit needs at least {self.MIN_GENERATIONS} generations "
+                "(1000 give intervals of a few points)"
+            )
+        for flag, value, low in (("--max_new_tokens", self.max_new_tokens, 1), ("--batch_size", self.batch_size, 1),
+                                 ("--n_bootstrap", self.n_bootstrap, 0)):  # fmt: skip
+            if value < low:
+                raise ValueError(f"{flag} {value}: must be >= {low}")
+        if self.docs_per_category is not None and self.docs_per_category < 5:
+            raise ValueError(
+                f"--docs_per_category {self.docs_per_category}: must be >= 5 (the classifier splits them)"
+            )
+        if self.temperature <= 0:
+            raise ValueError(
+                f"--temperature {self.temperature}: must be > 0 (an audit samples; greedy text is not)"
+            )
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"--top_p {self.top_p}: must lie in (0, 1]")
+        if self.prompts not in PROMPT_PRESETS:
+            path = Path(self.prompts).expanduser()
+            if not path.is_file():
+                raise ValueError(
+                    f"--prompts {self.prompts!r}: no such file, and not a preset ({', '.join(PROMPT_PRESETS)})"
+                )
+            if not any(line.strip() for line in path.read_text(encoding="utf-8").splitlines()):
+                raise ValueError(f"--prompts {self.prompts!r}: the file has no non-empty line")
+        if self.taxonomy not in builtin_taxonomies() and not Path(self.taxonomy).expanduser().is_file():
+            raise ValueError(
+                f"--taxonomy {self.taxonomy!r}: no such file, and not a built-in ({', '.join(builtin_taxonomies())})"
+            )
+        if self.ground_truth is not None and not Path(self.ground_truth).expanduser().is_file():
+            raise ValueError(f"--ground_truth {self.ground_truth!r}: no such file")
+        if self.server_url is not None:
+            if not self.server_url.startswith(("http://", "https://")):
+                raise ValueError(f"--server_url {self.server_url!r}: expected http(s)://host:port/v1")
+        elif self.server_model is not None:
+            raise ValueError("--server_model is only used with --server_url")
+        if self.server_url is None:  # the model is loaded here: a path or id that cannot be one fails now
+            from hf_fundamentals.integrations.hub import check_model_reference
+
+            check_model_reference(self.model, flag="--model", network=False)

@@ -207,12 +207,34 @@ class OpenAICompletionsBackend:
             except urllib.error.HTTPError as err:  # a 4xx will not get better by retrying
                 body = err.read().decode(errors="replace")[:500]
                 if 400 <= err.code < 500:
-                    raise RuntimeError(f"{self.base_url}/completions answered {err.code}: {body}") from err
+                    raise ValueError(
+                        f"--server_url {self.base_url}: /completions answered {err.code}: {body}"
+                    ) from err
                 last = err
             except (urllib.error.URLError, TimeoutError) as err:
                 last = err
             time.sleep(min(2**attempt, 8))
-        raise RuntimeError(f"{self.base_url}/completions failed after {self.retries} tries: {last}") from last
+        raise ConnectionError(
+            f"--server_url {self.base_url}: /completions failed after {self.retries} tries ({last}); the "
+            "generations finished so far are kept in the cache, so a rerun continues from them"
+        ) from last
+
+    def check(self) -> None:
+        """Fail fast when nothing answers at the server (before the reference text and classifier are built)."""
+        request = urllib.request.Request(
+            self.base_url + "/models",
+            headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                return
+        except urllib.error.HTTPError:
+            return  # something answers (some servers have no /models): the completions calls will tell
+        except (urllib.error.URLError, TimeoutError, OSError) as err:
+            raise ConnectionError(
+                f"--server_url {self.base_url}: nothing answers there ({getattr(err, 'reason', err)}); start the "
+                "server first (e.g. `vllm serve MODEL` or `transformers serve`) or check the address"
+            ) from None
 
     def generate(self, prompts: list[str], ids: list[int], config: GenerationConfig) -> list[Generation]:
         results = []
@@ -231,8 +253,8 @@ class OpenAICompletionsBackend:
             try:
                 choice = reply["choices"][0]
             except (KeyError, IndexError, TypeError) as err:
-                raise RuntimeError(
-                    f"unexpected completions reply (no choices[0]): {str(reply)[:300]}"
+                raise ValueError(
+                    f"--server_url {self.base_url}: unexpected completions reply (no choices[0]): {str(reply)[:300]}"
                 ) from err
             text = choice.get("text", "")
             usage = reply.get("usage") or {}
@@ -243,28 +265,77 @@ class OpenAICompletionsBackend:
         return results
 
 
+SAMPLE_SETTINGS = ("max_new_tokens", "prompts", "temperature", "top_p", "seed")
+"""The generation settings that change what is sampled (with the backend's name): a cache written under other
+values of these is refused; ``batch_size``, ``n`` and ``min_chars`` do not change a sample and may differ."""
+
+
+def sample_fingerprint(config: GenerationConfig, backend_name: str) -> dict[str, Any]:
+    """What a cached generation was sampled under (:data:`SAMPLE_SETTINGS`, the prompt list, the backend)."""
+    found = {k: getattr(config, k) for k in SAMPLE_SETTINGS}
+    found["prompts"] = config.prompt_list()
+    found["backend"] = backend_name
+    return found
+
+
+def _differences(cached: dict[str, Any], now: dict[str, Any]) -> str:
+    keys = [k for k in now if cached.get(k) != now[k]] + [k for k in cached if k not in now]
+    shown = []
+    for k in keys:
+        old, new = cached.get(k), now.get(k)
+        if k == "prompts" and isinstance(old, list) and isinstance(new, list):
+            old, new = f"{len(old)} prompts", f"{len(new)} prompts (different)"
+        shown.append(f"{k}: cache {old!r}, now {new!r}")
+    return "; ".join(shown)
+
+
+def _repair_cut_line(path: Path) -> None:
+    """Drop a last line cut by a crash (no final newline), so the next record starts on a line of its own."""
+    with path.open("rb+") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        if size == 0:
+            return
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        block = min(size, 1 << 20)
+        handle.seek(size - block)
+        tail = handle.read(block)
+        cut = tail.rfind(b"\n")
+        handle.truncate(size - block + cut + 1 if cut >= 0 else 0)
+
+
 def _read_cache(path: Path, fingerprint: dict[str, Any]) -> dict[int, Generation]:
-    """Generations already in the cache; a cache written with other settings is an error, not a silent mix."""
+    """Generations already in the cache. A cache sampled under other settings is an error naming the settings
+    that differ (mixing two distributions would bias the audit); a cache with no generation yet is reused."""
     done: dict[int, Generation] = {}
     if not path.exists():
         return done
+    _repair_cut_line(path)
+    header = None
     with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
+        for line in handle:
             line = line.strip()
             if not line:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a crash: drop it, it will be regenerated
+            except json.JSONDecodeError:  # a damaged line: drop it, it will be regenerated
                 continue
-            if line_no == 1 and "fingerprint" in record:
-                if record["fingerprint"] != fingerprint:
-                    raise ValueError(
-                        f"generation cache {path} was written with other settings ({record['fingerprint']}); "
-                        f"now {fingerprint}. Use another --output-dir or delete the file."
-                    )
+            if "fingerprint" in record:
+                header = record["fingerprint"]
                 continue
             done[int(record["id"])] = Generation(**record)
+    if header is not None and done:
+        cached = {k: header.get(k) for k in (*SAMPLE_SETTINGS, "prompts", "backend")}
+        if cached != fingerprint:
+            raise ValueError(
+                f"the generation cache {path} holds {len(done)} generations sampled under other settings "
+                f"({_differences(cached, fingerprint)})",
+            )
+    if not done:  # only a header (a run that failed before its first batch): start afresh
+        path.unlink()
     return done
 
 
@@ -280,9 +351,7 @@ def generate_corpus(
 
     config.validate()
     prompts = config.prompt_list()
-    fingerprint = {k: v for k, v in asdict(config).items() if k != "n"}
-    fingerprint["prompts"] = prompts
-    fingerprint["backend"] = backend.name
+    fingerprint = sample_fingerprint(config, backend.name)
     path = Path(cache_path) if cache_path is not None else None
     done = _read_cache(path, fingerprint) if path else {}
     size = config.batch_size
@@ -291,10 +360,7 @@ def generate_corpus(
     handle = None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not path.exists() or path.stat().st_size == 0
-        handle = path.open("a", encoding="utf-8")
-        if fresh:
-            handle.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+    header_due = path is not None and not done  # written with the first finished batch, never alone
     try:
         remaining = sum(len(ids) for ids in todo)
         with tqdm(
@@ -302,11 +368,15 @@ def generate_corpus(
         ) as bar:
             for ids in todo:
                 batch = backend.generate([prompts[i % len(prompts)] for i in ids], ids, config)
+                if path is not None and handle is None:
+                    handle = path.open("a", encoding="utf-8")
+                lines = [json.dumps({"fingerprint": fingerprint})] if header_due else []
+                header_due = False
+                lines += [json.dumps(asdict(gen)) for gen in batch]
                 for gen in batch:
                     done[gen.id] = gen
-                    if handle is not None:
-                        handle.write(json.dumps(asdict(gen)) + "\n")
                 if handle is not None:
+                    handle.write("".join(line + "\n" for line in lines))
                     handle.flush()
                 bar.update(len(ids))
                 if on_batch is not None:

@@ -52,7 +52,7 @@ def _backend(args: AuditArguments):
         args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
     )
     if not hasattr(model, "generate"):
-        raise TypeError(
+        raise ValueError(
             f"model {args.model!r} ({type(model).__name__}) cannot generate text; pass a causal LM"
         )
     return LocalBackend(model, tokenizer, name=f"local:{args.model}")
@@ -67,9 +67,21 @@ def _weights(generations, token_weighted: bool) -> np.ndarray | None:
 def run_audit(args: AuditArguments, *, progress: bool = True, echo=print) -> dict[str, Any]:
     """Run a whole audit as the flags say and return the report dict (also written to ``audit.json``)."""
     started = time.time()
+    # a model or server that cannot answer fails now, not after the reference text is built
+    if args.server_url:
+        server = _backend(args)
+        server.check()
+    else:
+        from hf_fundamentals.integrations.hub import check_model_reference
+
+        check_model_reference(args.model, flag="--model")
     taxonomy = load_taxonomy(args.taxonomy)
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model)
     out_dir.mkdir(parents=True, exist_ok=True)
+    cache = out_dir / "generations.jsonl"
+    if args.overwrite and cache.exists():
+        cache.unlink()
+        echo(f"[audit] --overwrite: removed {cache}")
 
     echo(f"[audit] reference text for {len(taxonomy.names)} categories of taxonomy {taxonomy.name!r}")
     texts, labels = load_reference(taxonomy, args.docs_per_category, seed=args.seed)
@@ -89,15 +101,20 @@ def run_audit(args: AuditArguments, *, progress: bool = True, echo=print) -> dic
         seed=args.seed,
     )
     backend = _backend(args)
-    echo(
-        f"[audit] sampling {config.n} generations from {backend.name} (cache: {out_dir / 'generations.jsonl'})"
-    )
-    generations = generate_corpus(backend, config, out_dir / "generations.jsonl", progress=progress)
+    echo(f"[audit] sampling {config.n} generations from {backend.name} (cache: {cache})")
+    try:
+        generations = generate_corpus(backend, config, cache, progress=progress)
+    except KeyboardInterrupt:
+        from hf_fundamentals.integrations.cli.errors import Interrupted
+
+        raise Interrupted(
+            f"the generations finished so far are kept in {cache}; rerun the same command to continue from them"
+        ) from None
     usable = [g for g in generations if len(g.text.strip()) >= config.min_chars]
-    if len(usable) < max(10, len(generations) // 4):
-        raise RuntimeError(
-            f"only {len(usable)} of {len(generations)} generations have >= {config.min_chars} characters; "
-            "the model stops too early to be audited (raise --max_new_tokens or try --prompts neutral)"
+    if len(usable) < max(AuditArguments.MIN_GENERATIONS, len(generations) // 4):
+        raise ValueError(
+            f"only {len(usable)} of {len(generations)} generations have >= {config.min_chars} characters: the "
+            "model stops too early to be audited; raise --max_new_tokens, or use --prompts neutral"
         )
     weights = _weights(usable, args.token_weighted)
     result = auditor.audit(
@@ -158,6 +175,8 @@ def _report(
     # which cached generations were classified (the rest were too short): ids into generations.jsonl
     report["generations"] = {"requested": n_gen, "used": len(used_ids), "used_ids": used_ids}
     report["arguments"] = asdict(args)
+    report["command"] = reproduce_command(args)
+    report["diagnostics_explained"] = dict(DIAGNOSTIC_MEANINGS)
     report["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
     report["seconds"] = round(seconds, 1)
     return report
@@ -215,16 +234,63 @@ def plot_audit(result: AuditResult, taxonomy: Taxonomy, path: Path, title: str =
     plt.close(fig)
 
 
+DIAGNOSTIC_MEANINGS = {
+    "accuracy": "how often the domain classifier is right on held-out reference documents",
+    "conditioning": "how well the correction can separate the domains: below 0.1, classifier errors are "
+    "amplified more than 10x",
+    "out_of_taxonomy": "0 when the generations look like the taxonomy's reference text; toward 0.5 when they "
+    "are classified less confidently than any reference document (text from no listed domain)",
+    "generations": "how many generations the estimate rests on (fewer effective ones with token weights)",
+}
+"""One line on what each printed diagnostic means (the CLI, audit.json and the model card show them)."""
+
+
+def diagnostic_lines(result: AuditResult) -> list[tuple[str, str]]:
+    """``(value line, what it means)`` for each diagnostic of an audit."""
+    d = result.diagnostics
+    return [
+        (
+            f"domain classifier held-out accuracy: {result.classifier_report.accuracy:.3f}",
+            DIAGNOSTIC_MEANINGS["accuracy"],
+        ),
+        (
+            f"confusion matrix smallest singular value (soft): {d.sigma_min_soft:.3f}; condition number "
+            f"{d.condition_number_soft:.1f}",
+            DIAGNOSTIC_MEANINGS["conditioning"],
+        ),
+        (
+            f"out-of-taxonomy score: {d.out_of_taxonomy_score:.3f} (reference text: "
+            f"{d.expected_out_of_taxonomy_score:.3f})",
+            DIAGNOSTIC_MEANINGS["out_of_taxonomy"],
+        ),
+        (
+            f"generations used: {d.n_generations} (effective {d.effective_n_generations:.0f})",
+            DIAGNOSTIC_MEANINGS["generations"],
+        ),
+    ]
+
+
+def reproduce_command(args: AuditArguments) -> str:
+    """The ``hff audit`` command line that reproduces ``args``: the model and every flag that differs from its
+    default (what the model card shows)."""
+    import shlex
+    from dataclasses import fields
+
+    parts = ["hff", "audit", args.model]
+    for f in fields(args):
+        value = getattr(args, f.name)
+        if f.name in ("model", "overwrite") or value == f.default:
+            continue
+        if isinstance(value, bool):
+            parts += [f"--{f.name}", str(value).lower()]
+        else:
+            parts += [f"--{f.name}", str(value)]
+    return shlex.join(parts)
+
+
 def _diagnostics_text(result: AuditResult) -> str:
     d = result.diagnostics
-    lines = [
-        f"- domain classifier held-out accuracy: {result.classifier_report.accuracy:.3f}",
-        f"- confusion matrix condition number (soft): {d.condition_number_soft:.1f}; "
-        f"smallest singular value {d.sigma_min_soft:.3f}",
-        f"- out-of-taxonomy score: {d.out_of_taxonomy_score:.3f} (reference text scores "
-        f"{d.expected_out_of_taxonomy_score:.3f})",
-        f"- generations used: {d.n_generations} (effective {d.effective_n_generations:.0f})",
-    ]
+    lines = [f"- {value} ({meaning})" for value, meaning in diagnostic_lines(result)]
     lines += [f"- **warning:** {w}" for w in d.warnings]
     return "\n".join(lines)
 
@@ -256,14 +322,17 @@ def write_model_card(result: AuditResult, taxonomy: Taxonomy, args: AuditArgumen
         confidence_pct=round(100 * result.confidence),
         table="\n".join(rows),
         diagnostics=_diagnostics_text(result),
-        command=f"hff audit {args.model} --taxonomy {args.taxonomy} --n_generations {args.n_generations}",
+        command=reproduce_command(args),
     )
     card.save(path)
 
 
 __all__ = [
     "DEFAULT_METHOD",
+    "DIAGNOSTIC_MEANINGS",
     "default_output_dir",
+    "diagnostic_lines",
+    "reproduce_command",
     "evaluate_against",
     "plot_audit",
     "run_audit",

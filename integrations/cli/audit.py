@@ -65,13 +65,25 @@ def print_report(report: dict) -> None:
         row += [f"{100 * report['estimates'][m]['point'][d]:.1f}" for m in methods[1:]]
         table.add_row(*row)
     console.print(table)
+    from hf_fundamentals.integrations.audit.run import DIAGNOSTIC_MEANINGS as MEANS
+
     diag, clf = report["diagnostics"], report["classifier_report"]
-    console.print(
-        f"classifier held-out accuracy {clf['accuracy']:.3f} | confusion cond (soft) "
-        f"{diag['condition_number_soft'] or float('inf'):.1f}, sigma_min {diag['sigma_min_soft']:.3f} | "
-        f"out-of-taxonomy score {diag['out_of_taxonomy_score']:.3f} (reference {diag['expected_out_of_taxonomy_score']:.3f})"
-        f" | {report['generations']['used']} generations | {report['seconds']} s"
-    )
+    cond = diag["condition_number_soft"] or float("inf")
+    rows = [
+        (f"classifier held-out accuracy {clf['accuracy']:.3f}", MEANS["accuracy"]),
+        (
+            f"confusion sigma_min (soft) {diag['sigma_min_soft']:.3f}, condition {cond:.1f}",
+            MEANS["conditioning"],
+        ),
+        (
+            f"out-of-taxonomy score {diag['out_of_taxonomy_score']:.3f} "
+            f"(reference {diag['expected_out_of_taxonomy_score']:.3f})",
+            MEANS["out_of_taxonomy"],
+        ),
+        (f"{report['generations']['used']} generations used, {report['seconds']} s", MEANS["generations"]),
+    ]
+    for value, meaning in rows:
+        console.print(f"{value}  [dim]{meaning}[/dim]")
     for warning in diag["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     if "evaluation" in report:
@@ -85,7 +97,7 @@ def print_report(report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the audit and print its table; bad input exits with a one-line message, not a traceback."""
+    """Run the audit and print its table (errors: :mod:`hf_fundamentals.integrations.cli.errors`)."""
     import warnings
 
     from hf_fundamentals.audit.estimators import AuditWarning
@@ -95,12 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     import datasets
 
     datasets.disable_progress_bars()  # corpus caching bars would bury the audit's own progress
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AuditWarning)  # they are printed with the table instead
-            report = run_audit(args, echo=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except (ValueError, FileNotFoundError, TypeError, RuntimeError, ImportError) as err:
-        print(f"hff audit: error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AuditWarning)  # they are printed with the table instead
+        report = run_audit(args, echo=lambda msg: print(msg, file=sys.stderr, flush=True))
     print_report(report)
     return 0

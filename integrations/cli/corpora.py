@@ -162,11 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"-n must be at least 1, got {args.n}")
             return _sample(args.sample, args.n, args.seed, args.min_chars, args.max_chars)
         return _list(args.counts, args.min_chars, args.max_chars)
-    except ValueError as error:
-        print(f"hff corpora: {error}", file=sys.stderr)
-        return 2
-    except (OSError, RuntimeError) as error:  # CorpusSourceMissing, PermissionError, apt failures
-        print(f"hff corpora: {error}", file=sys.stderr)
+    except RuntimeError as error:  # apt failures: one line, as for every other error (cli.errors)
+        from hf_fundamentals.integrations.cli.errors import report_error
+
+        report_error("corpora", error)
         return 1
 
 

@@ -134,28 +134,50 @@ class ESScriptArguments:
 
 
 def make_parser(prog: str = "hff es"):
-    """HfArgumentParser over ``ESScriptArguments``, ``ESTrainingConfig`` and ``HffArguments``."""
+    """HfArgumentParser over ``ESScriptArguments``, ``ESTrainingConfig`` and the flags that apply to ES (anchored
+    weight decay, the cache folder): a gradient-only flag such as ``--hff_memft`` is not offered."""
     from transformers import HfArgumentParser
 
-    from hf_fundamentals.integrations.arguments import HffArguments
+    from hf_fundamentals.integrations.arguments import arguments_for
     from hf_fundamentals.integrations.evolution.es_config import ESTrainingConfig
 
-    return HfArgumentParser((ESScriptArguments, ESTrainingConfig, HffArguments), prog=prog)
+    return HfArgumentParser((ESScriptArguments, ESTrainingConfig, arguments_for("evolution")), prog=prog)
+
+
+def _es_settings_only() -> type:
+    """``ESTrainingConfig``'s own ES fields as a dataclass (for the short ``--help``; the Trainer's are in
+    ``--help-all``)."""
+    import dataclasses
+    import typing
+
+    from hf_fundamentals.integrations.evolution.es_config import ESTrainingConfig
+
+    own = ESTrainingConfig.__dict__.get("__annotations__", {})
+    hints = typing.get_type_hints(ESTrainingConfig)
+    chosen = [f for f in dataclasses.fields(ESTrainingConfig) if f.name in own]
+    return dataclasses.make_dataclass(
+        "ESSettings",
+        [(f.name, hints[f.name], dataclasses.field(default=f.default, metadata=f.metadata)) for f in chosen],
+    )
+
+
+def arguments_for_es() -> type:
+    """The hf_fundamentals flags ``hff es`` offers."""
+    from hf_fundamentals.integrations.arguments import arguments_for
+
+    return arguments_for("evolution")
 
 
 def load_prompts(script_args: ESScriptArguments):
     """The local data file as a ``datasets.Dataset`` with a ``prompt`` column."""
-    from hf_fundamentals.integrations.cli.data import load_local_file
+    from hf_fundamentals.integrations.cli.data import check_dataset
 
-    if not script_args.dataset_name:
-        raise ValueError(
-            "pass --dataset_name, a local .jsonl/.json/.csv/.parquet file with a 'prompt' column"
-        )
-    dataset = load_local_file(script_args.dataset_name, split="train")
+    dataset = check_dataset(script_args.dataset_name, columns_all=("prompt",))
     if dataset is None:
-        raise ValueError(f"--dataset_name {script_args.dataset_name!r} is not a local file")
-    if "prompt" not in dataset.column_names:
-        raise ValueError(f"{script_args.dataset_name} needs a 'prompt' column; it has {dataset.column_names}")
+        raise ValueError(
+            f"--dataset_name {script_args.dataset_name!r} is not a local file; hff es reads a local "
+            ".jsonl/.json/.csv/.parquet file with a 'prompt' column"
+        )
     if "exact_answer" in script_args.reward and script_args.answer_column not in dataset.column_names:
         raise ValueError(
             f"--reward exact_answer needs a {script_args.answer_column!r} column in {script_args.dataset_name}; "
@@ -168,19 +190,16 @@ def build_trainer(script_args: ESScriptArguments, training_args, hff_args) -> An
     """The ESTrainer the flags describe (model, data, rewards, LoRA, AWD/drift callbacks)."""
     from hf_fundamentals.integrations.evolution.drift import DriftMonitorCallback
     from hf_fundamentals.integrations.evolution.es_trainer import ESTrainer
-    from hf_fundamentals.integrations.hub import load_model
+    from hf_fundamentals.integrations.hub import check_model_reference, load_model
     from hf_fundamentals.integrations.registry import register
     from hf_fundamentals.integrations.trainer import trainer_extras
 
-    if hff_args.hff_optimizer != "none":
-        raise ValueError("--hff_optimizer does not apply to ES (no gradients, no optimizer)")
-    if hff_args.hff_memft != "none":
-        raise ValueError("--hff_memft changes a token loss; ES has none")
-    if hff_args.hff_kd_teacher is not None:
-        raise ValueError("--hff_kd_teacher distils through a token loss; ES has none")
     register()
+    if getattr(hff_args, "hff_kd_teacher", None) is not None:
+        raise ValueError("--hff_kd_teacher distils through a token loss; ES has none")
     funcs = script_args.reward_funcs()
     dataset = load_prompts(script_args)
+    check_model_reference(script_args.model_name_or_path, flag="--model_name_or_path")
     model, tokenizer = load_model(script_args.model_name_or_path)
     if script_args.use_peft:
         from peft import LoraConfig, get_peft_model
@@ -230,13 +249,13 @@ def run(script_args: ESScriptArguments, training_args, hff_args, trainer: Any = 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = make_parser()
-    try:
-        script_args, training_args, hff_args = parser.parse_args_into_dataclasses(args=argv)
-        trainer = build_trainer(script_args, training_args, hff_args)
-    except ValueError as err:  # bad flags or data: a one-line message, not a traceback
-        print(f"hff es: error: {err}", file=sys.stderr)
-        return 2
+    from hf_fundamentals.integrations.cli.launch import print_help
+
+    own = (ESScriptArguments, _es_settings_only(), arguments_for_es())
+    if print_help(argv, "hff es", own, make_parser, __doc__.split("\n\n")[0]):
+        return 0
+    script_args, training_args, hff_args = make_parser().parse_args_into_dataclasses(args=argv)
+    trainer = build_trainer(script_args, training_args, hff_args)
     run(script_args, training_args, hff_args, trainer=trainer)
     return 0
 

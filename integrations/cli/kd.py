@@ -53,23 +53,23 @@ def run(script_args, training_args, model_args, dataset_args, hff_args):
     return trainer
 
 
+def _checks(script_args, training_args, model_args, dataset_args, hff_args) -> None:
+    _require_teacher(hff_args)
+    sft.preflight(script_args, training_args, model_args, dataset_args, hff_args)
+    from hf_fundamentals.integrations.hub import check_model_reference
+
+    check_model_reference(
+        hff_args.hff_kd_teacher, flag="--hff_kd_teacher", revision=hff_args.kd_teacher_revision
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse (for --help and early errors, the teacher included), then relaunch under ``accelerate launch``."""
-    from hf_fundamentals.integrations.cli.launch import parse_for_launch, relaunch
-
+    """Check the flags (the teacher included), model and data, then relaunch under ``accelerate launch``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        dataclasses, launch_args = parse_for_launch(make_parser(), argv)
-        _require_teacher(dataclasses[-1])
-    except ValueError as err:  # bad or missing flags: a one-line message, not a traceback
-        print(f"hff kd: error: {err}", file=sys.stderr)
-        return 2
-    relaunch("hf_fundamentals.integrations.cli.kd", launch_args)
-    return 0
+    return sft.launch_training(argv, "hff kd", "hf_fundamentals.integrations.cli.kd", _checks)
 
 
-def _launched() -> None:
-    """Entry point inside each process started by ``accelerate launch``."""
+def _run_rank() -> None:
     from hf_fundamentals.integrations.cli.launch import leave_rank
 
     parser = make_parser()
@@ -80,4 +80,6 @@ def _launched() -> None:
 
 
 if __name__ == "__main__":
-    _launched()
+    from hf_fundamentals.integrations.cli.launch import launched
+
+    launched("kd", _run_rank)

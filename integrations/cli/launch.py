@@ -3,6 +3,7 @@ through ``accelerate launch`` like ``trl sft`` does, and leave each launched ran
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -41,6 +42,37 @@ def relaunch(module: str, launch_and_script_args: list[str]) -> None:
     launch_command(launch_command_parser().parse_args([*launch_args, "--module", module, *script_args]))
 
 
+def print_help(argv: list[str], prog: str, own: tuple[type, ...], full_parser: Any, description: str) -> bool:
+    """``--help`` shows hf_fundamentals' own flags (``own`` dataclasses) only, ``--help-all`` every flag including
+    TRL's and the Trainer's (several hundred lines). Returns True when help was printed."""
+    if "--help-all" in argv:
+        full_parser().print_help()
+        return True
+    if "-h" in argv or "--help" in argv:
+        from transformers import HfArgumentParser
+
+        HfArgumentParser(
+            own,
+            prog=prog,
+            description=description,
+            epilog=f"Every flag of TRL and the Trainer works too (--output_dir, --max_steps, --learning_rate, "
+            f"--use_peft, ...): `{prog} --help-all` lists them.",
+        ).print_help()
+        return True
+    return False
+
+
+def launched(command: str, run_rank: Any) -> None:
+    """Run ``run_rank()`` inside a launched rank with the shared error style (rank 0 prints, exit code 2)."""
+    from hf_fundamentals.integrations.cli.errors import run_command
+
+    code = run_command(command, lambda argv: run_rank(), sys.argv[1:])
+    if code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def leave_rank(trainer: Any) -> None:
     """End a launched rank: with several processes, leave without running destructors. Freeing the DDP model
     frees its gloo process group, whose destructor joins gloo's worker thread while holding the GIL; a worker
@@ -49,7 +81,6 @@ def leave_rank(trainer: Any) -> None:
     destroyed (the command's ``run`` ends with ``trainer.end()``)."""
     if trainer.accelerator.num_processes > 1:
         import logging
-        import os
 
         sys.stdout.flush()
         sys.stderr.flush()

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``hff lora-capacity``."""
     p = argparse.ArgumentParser(prog="hff lora-capacity", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sweep", required=True, help="JSON file with the sweep's runs (see above)")
+    p.add_argument(
+        "--sweep",
+        required=True,
+        help='JSON file: a list of runs, or {"sweep": [...]}, each run {"rank": 8, "length": 264, "delta_l": 1.9, '
+        '"exact_match": 0.96} (target tokens memorized, per-token loss before minus after, exact-match rate)',
+    )
     p.add_argument("--length", type=float, nargs="+", default=[], help="target tokens to store (one or more)")
     p.add_argument("--exact_match", type=float, default=0.9, help="exact-match goal in [0, 1]")
     p.add_argument("--json", default=None, help="also write the fit and plans as JSON")
@@ -27,11 +31,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Fit, report and plan."""
     args = build_parser().parse_args(argv)
+    from pathlib import Path
+
     from hf_fundamentals.memorization import fit_memory_law, plan_rank, tokens_per_rank
 
-    with open(args.sweep) as fh:
-        data = json.load(fh)
-    runs = data["sweep"] if isinstance(data, dict) else data
+    path = Path(args.sweep)
+    if not path.is_file():
+        raise ValueError(f"--sweep {args.sweep!r}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--sweep {args.sweep!r} is not JSON ({err})") from None
+    runs = data.get("sweep") if isinstance(data, dict) else data
+    if not isinstance(runs, list) or not runs:
+        raise ValueError(
+            f'--sweep {args.sweep!r} holds no runs: expected a list of runs or {{"sweep": [...]}} (see --help)'
+        )
+    if not 0 < args.exact_match <= 1:
+        raise ValueError(f"--exact_match {args.exact_match}: must lie in (0, 1]")
     try:
         ranks = [float(r["rank"]) for r in runs]
         lengths = [float(r["length"]) for r in runs]
@@ -39,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         em = [float(r["exact_match"]) for r in runs]
         fit = fit_memory_law(ranks, lengths, delta)
     except (KeyError, TypeError, ValueError) as err:
-        print(f"hff lora-capacity: {args.sweep}: {err}", file=sys.stderr)
-        return 2
+        what = f"a run lacks the field {err.args[0]!r}" if isinstance(err, KeyError) else str(err)
+        raise ValueError(
+            f"--sweep {args.sweep!r}: {what} (each run needs rank, length, delta_l, exact_match)"
+        ) from None
     print(
         f"{len(runs)} runs, ranks {sorted(set(int(r) for r in ranks))}, lengths {sorted(set(int(x) for x in lengths))}"
     )

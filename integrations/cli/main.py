@@ -64,7 +64,11 @@ def _usage() -> str:
         "commands:",
     ]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `hff <command> --help` for a command's options."]
+    lines += [
+        "",
+        "Run `hff <command> --help` for a command's options. Errors print one line; add --debug (or set",
+        "HFF_DEBUG=1) for the traceback.",
+    ]
     return "\n".join(lines)
 
 
@@ -81,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"hff: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}\n", file=sys.stderr)
+        print(
+            f"hff: error: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}\n", file=sys.stderr
+        )
         print(_usage(), file=sys.stderr)
         return 2
+    from hf_fundamentals.integrations.cli.errors import run_command
+
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return run_command(name, module.main, rest)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ or a Hub id (AutoConfig).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from hf_fundamentals.moe import EPS_WIDTH_RULES, H_ACT_CONVENTIONS, READOUT_LR_RULES, WD_COUPLINGS
@@ -75,6 +74,7 @@ def load_config(name: str, trust_remote_code: bool = False):
 def main(argv: list[str] | None = None) -> int:
     """Make, print and save the plan (and optionally the initialized target model)."""
     args = build_parser().parse_args(argv)
+    from hf_fundamentals.integrations.hub import check_model_reference
     from hf_fundamentals.integrations.moe.config import (
         complete_mue_config,
         dense_proxy_from_config,
@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     from hf_fundamentals.integrations.moe.model import apply_mue
     from hf_fundamentals.moe import TransferOptions, transfer_plan
 
+    for flag, name in (("--proxy", args.proxy), ("--target", args.target)):
+        if not Path(name).expanduser().is_file():  # a config.json file is fine; anything else must be a model
+            check_model_reference(name, flag=flag)
     try:
         proxy_cfg = load_config(args.proxy, args.trust_remote_code)
         target_cfg = load_config(args.target, args.trust_remote_code)
@@ -117,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         plan = transfer_plan(proxy, target, options)
         new_cfg = complete_mue_config(target_cfg, plan) if args.save_model else None
-    except (ValueError, OSError) as err:
-        print(f"hff mue: {err}", file=sys.stderr)
-        return 2
+    except OSError as err:  # a folder or Hub id transformers cannot read as a config
+        raise ValueError(f"--proxy/--target: {err}") from None
     print(plan.summary())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_meta_model(name: str, trust_remote_code: bool = False):
     """The model's modules with meta tensors (shapes only), from its config."""
-    from pathlib import Path
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -56,25 +55,24 @@ def build_meta_model(name: str, trust_remote_code: bool = False):
 def main(argv: list[str] | None = None) -> int:
     """Print (and optionally save) the Muon routing of a model."""
     args = build_parser().parse_args(argv)
+    from hf_fundamentals.integrations.hub import check_model_reference
     from hf_fundamentals.integrations.optim.factory import trainer_decay_parameter_names
     from hf_fundamentals.optim import route_parameters, routing_table
 
+    if not (args.model.endswith(".json") and Path(args.model).is_file()):  # a bare config routes too
+        check_model_reference(args.model, flag="--model")
     model = build_meta_model(args.model, args.trust_remote_code)
     if args.lora_r:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=args.lora_r, target_modules=args.lora_target_modules))
-    try:
-        routes = route_parameters(
-            model,
-            lora_a=args.lora_a,
-            routers=args.routers,
-            unknown=args.unknown,
-            decay_names=trainer_decay_parameter_names(model),
-        )
-    except ValueError as err:
-        print(f"hff muon: {err}", file=sys.stderr)
-        return 2
+    routes = route_parameters(
+        model,
+        lora_a=args.lora_a,
+        routers=args.routers,
+        unknown=args.unknown,
+        decay_names=trainer_decay_parameter_names(model),
+    )
     print(routing_table(routes))
     if args.json:
         with open(args.json, "w") as f:

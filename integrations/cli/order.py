@@ -54,16 +54,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import numpy as np
 
+    from hf_fundamentals.integrations.cli.data import check_dataset
     from hf_fundamentals.integrations.ordering.datasets import add_score_column, order_dataset, plot_orders
     from hf_fundamentals.ordering import OrderSpec, order_indices
     from hf_fundamentals.ordering.guidelines import GuidelineReport, guideline_metrics
 
-    ds = load_split(args.dataset_name, args.split)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size {args.batch_size}: must be >= 1")
+    if args.window_size < 0:
+        raise ValueError(f"--window_size {args.window_size}: must be >= 0")
+    local = check_dataset(args.dataset_name, split=args.split)
+    ds = local if local is not None else load_split(args.dataset_name, args.split)
     if args.score not in ds.column_names:
         if args.scorer == "none":
-            print(f"hff order: no column {args.score!r} (columns: {ds.column_names}); pass --score COLUMN or "
-                  "--scorer perplexity|compression", file=sys.stderr)  # fmt: skip
-            return 2
+            raise ValueError(
+                f"--score {args.score!r} is not a column of {args.dataset_name} (columns: {ds.column_names}); pass "
+                "--score COLUMN, or --scorer perplexity|compression to compute it"
+            )
+        if args.text_column not in ds.column_names:
+            raise ValueError(
+                f"--text_column {args.text_column!r} is not a column of {args.dataset_name} (columns: "
+                f"{ds.column_names}); the scorer reads it"
+            )
         ds = add_score_column(ds, args.scorer, text_column=args.text_column, column=args.score,
                               model=args.score_model)  # fmt: skip
     scores = np.asarray(ds[args.score], dtype=np.float64)
@@ -82,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                        for k in shown] for label, r in reports.items()]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     print(f"{len(scores):,} samples, score {args.score!r}, global batch {args.batch_size}")
+    if len(scores) <= args.batch_size:
+        print(
+            f"warning: {len(scores)} samples fit in one batch of {args.batch_size}: there is no batch-to-batch "
+            "step, so the jump and spread metrics read 0; pass a smaller --batch_size or more data",
+            file=sys.stderr,
+        )
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
     if args.plot:

@@ -20,7 +20,6 @@ import operator
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -69,14 +68,15 @@ def _column(header: list[str], key: str, override: str | None) -> str:
     for name in (key.lower(), *ALIASES[key]):
         if name in lower:
             return lower[name]
-    raise ValueError(
-        f"no {key} column: expected one of {[key, *ALIASES[key]]} (or --{key}_column); got {header}"
-    )
+    names = list(dict.fromkeys([key, *ALIASES[key]]))
+    raise ValueError(f"no {key} column: expected one of {names} (or --{key}_column); got {header}")
 
 
 def load_runs(path: str, columns: dict[str, str | None] | None = None) -> dict[str, np.ndarray]:
     """N, D, loss (and a ``heldout`` mask if the file has one) from a CSV or JSON file of runs."""
     columns = columns or {}
+    if not Path(path).is_file():
+        raise ValueError(f"{path!r}: no such file (the runs to fit: CSV or JSON with N, D and loss)")
     text = Path(path).read_text()
     if Path(path).suffix.lower() == ".json":
         data = json.loads(text)
@@ -90,7 +90,10 @@ def load_runs(path: str, columns: dict[str, str | None] | None = None) -> dict[s
     header = list(records[0])
     out: dict[str, np.ndarray] = {}
     for key in ("N", "D", "loss"):
-        col = _column(header, key, columns.get(key))
+        try:
+            col = _column(header, key, columns.get(key))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         try:
             out[key] = np.array([float(r[col]) for r in records])
         except (TypeError, ValueError) as err:
@@ -154,20 +157,9 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_fits(path: str) -> dict[str, Any]:
-    """Fits by law name from ``hff scaling fit --out`` JSON or one ``FitResult.to_json`` file."""
-    from hf_fundamentals.scaling import FitResult
-
-    data = json.loads(Path(path).read_text())
-    if isinstance(data, dict) and "fits" in data:
-        return {name: FitResult.from_dict(d) for name, d in data["fits"].items()}
-    if isinstance(data, dict) and "law" in data:
-        fit = FitResult.from_dict(data)
-        return {fit.law: fit}
-    raise ValueError(f"{path}: not a fit file (expected {{'fits': {{law: ...}}}} or one FitResult)")
-
-
 def _predict(args: argparse.Namespace) -> int:
+    from hf_fundamentals.scaling import load_fits
+
     fits = load_fits(args.fit)
     if args.law is not None:
         if args.law not in fits:
@@ -196,11 +188,7 @@ def _predict(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run ``fit`` or ``predict``; bad input exits 2 with the reason."""
     args = build_parser().parse_args(argv)
-    try:
-        return _fit(args) if args.action == "fit" else _predict(args)
-    except (ValueError, OSError, KeyError) as err:
-        print(f"hff scaling {args.action}: {err}", file=sys.stderr)
-        return 2
+    return _fit(args) if args.action == "fit" else _predict(args)
 
 
 if __name__ == "__main__":

@@ -55,13 +55,7 @@ def run(script_args, training_args, model_args, dataset_args, hff_args):
 
     register()
     extras = trainer_extras(hff_args, training_args)
-    for key, value in extras.model_init_kwargs().items():  # e.g. --hff_attention's attn_implementation
-        given = getattr(model_args, key, None)
-        if given not in (None, value):
-            raise ValueError(
-                f"hf_fundamentals' flags set {key}={value!r}; drop --{key} {given} (or the flag that sets it)"
-            )
-        setattr(model_args, key, value)
+    _apply_model_kwargs(extras, model_args)
     model_path, extra_init = resolve_model_path(model_args.model_name_or_path)
     model_init_kwargs = dict(
         revision=model_args.model_revision,
@@ -114,18 +108,57 @@ def run(script_args, training_args, model_args, dataset_args, hff_args):
     return trainer
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse once (for --help and early errors), then relaunch under ``accelerate launch`` like ``trl sft``."""
-    from hf_fundamentals.integrations.cli.launch import parse_for_launch, relaunch
+def _apply_model_kwargs(extras, model_args) -> None:
+    """Put the techniques' ``from_pretrained`` keywords on the model flags; refuse a different explicit value."""
+    for key, value in extras.model_init_kwargs().items():  # e.g. --hff_attention's attn_implementation
+        given = getattr(model_args, key, None)
+        if given not in (None, value):
+            raise ValueError(
+                f"hf_fundamentals' flags set {key}={value!r}; drop --{key} {given} (or the flag that sets it)"
+            )
+        setattr(model_args, key, value)
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    _, launch_args = parse_for_launch(make_parser(), argv)
-    relaunch("hf_fundamentals.integrations.cli.sft", launch_args)
+
+def preflight(script_args, training_args, model_args, dataset_args, hff_args) -> None:
+    """Everything that can be checked before a process is launched or a model loads: the model reference, the
+    dataset file and its columns, and the flags' combination with the Trainer's (e.g. ``--optim``)."""
+    import copy
+
+    from hf_fundamentals.integrations.cli.data import check_dataset
+    from hf_fundamentals.integrations.hub import check_model_reference
+    from hf_fundamentals.integrations.trainer import trainer_extras
+
+    check_model_reference(
+        model_args.model_name_or_path, flag="--model_name_or_path", revision=model_args.model_revision
+    )
+    if not dataset_args.datasets:
+        text_field = getattr(training_args, "dataset_text_field", "text") or "text"
+        check_dataset(script_args.dataset_name, columns_any=(text_field, "messages", "prompt"))
+    extras = trainer_extras(hff_args, copy.deepcopy(training_args))
+    _apply_model_kwargs(extras, copy.deepcopy(model_args))
+
+
+def launch_training(argv: list[str], prog: str, module: str, checks) -> int:
+    """``--help``, then parse and ``checks(*parsed)`` in this process, then relaunch ``module`` under
+    ``accelerate launch`` (shared by ``hff sft`` and ``hff kd``)."""
+    from hf_fundamentals.integrations.arguments import HffArguments
+    from hf_fundamentals.integrations.cli.launch import parse_for_launch, print_help, relaunch
+
+    if print_help(argv, prog, (HffArguments,), lambda: make_parser(prog), __doc__.split("\n\n")[0]):
+        return 0
+    parsed, launch_args = parse_for_launch(make_parser(prog), argv)
+    checks(*parsed)
+    relaunch(module, launch_args)
     return 0
 
 
-def _launched() -> None:
-    """Entry point inside each process started by ``accelerate launch``."""
+def main(argv: list[str] | None = None) -> int:
+    """Check the flags, model and data, then relaunch under ``accelerate launch`` like ``trl sft``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return launch_training(argv, "hff sft", "hf_fundamentals.integrations.cli.sft", preflight)
+
+
+def _run_rank():
     from hf_fundamentals.integrations.cli.launch import leave_rank
 
     parser = make_parser()
@@ -136,4 +169,6 @@ def _launched() -> None:
 
 
 if __name__ == "__main__":
-    _launched()
+    from hf_fundamentals.integrations.cli.launch import launched
+
+    launched("sft", _run_rank)

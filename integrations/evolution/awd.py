@@ -47,9 +47,16 @@ class AnchoredWeightDecayCallback(TrainerCallback):
         self.trainable_only, self.anchor_device, self.lr = trainable_only, anchor_device, lr
         self.decay: AnchoredDecay | None = None
         self.last: dict[str, float] = {}
+        self.only: set[str] | None = None
+        """Names to anchor, set by a trainer that moves only those (``ESTrainer``: the perturbed tensors), so
+        the anchor and its checkpoint copy hold nothing that cannot drift."""
 
     def _params(self, model) -> list[tuple[str, Any]]:
-        return [(n, p) for n, p in model.named_parameters() if p.requires_grad or not self.trainable_only]
+        return [
+            (n, p)
+            for n, p in model.named_parameters()
+            if (p.requires_grad or not self.trainable_only) and (self.only is None or n in self.only)
+        ]
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:

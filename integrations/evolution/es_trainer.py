@@ -43,6 +43,7 @@ from hf_fundamentals.integrations.evolution.es_config import ESTrainingConfig
 logger = logging.getLogger(__name__)
 UPDATES_DIR = "es_updates"
 MASTER_FILE = "es_master.safetensors"
+CONTENTS_FILE = "hff_contents.json"
 PROMPT_COLUMN = "prompt"
 
 RewardFunc = Callable[..., Sequence[float | None]]
@@ -141,6 +142,7 @@ class ESTrainer(Trainer):
         self._es_master_resume: str | None = None
         self._es_last_record: ESStepRecord | None = None
         self._es_metrics: list[dict[str, float]] = []
+        self._es_tied = 0
         self.add_callback(_ESStepCallback(self))
 
     # ------------------------------------------------------------------ parameters
@@ -295,10 +297,20 @@ class ESTrainer(Trainer):
             all_lengths[members] = lengths
         self._es_last_record = record
         rewards = np.asarray(record.rewards)
+        if rewards.size and float(rewards.max() - rewards.min()) == 0.0:
+            self._es_tied += 1
+            if self._es_tied == 1:
+                logger.warning(
+                    "ES iteration %d: all %d rewards tied at %.6g, so the update is zero. A reward that tells the "
+                    "members apart is needed (partial credit or a log-prob instead of exact match; a larger "
+                    "sigma); 'reward/tied_iterations' counts such iterations.",
+                    step, rewards.size, float(rewards[0]),
+                )  # fmt: skip
         self._es_metrics.append({
             "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
             "reward/min": float(rewards.min()), "reward/max": float(rewards.max()),
             "completion_length": float(all_lengths.mean()),
+            "reward/tied_iterations": float(self._es_tied),
         })  # fmt: skip
         return torch.tensor(-float(rewards.mean()), device=self.args.device)
 
@@ -333,6 +345,9 @@ class ESTrainer(Trainer):
             from transformers.trainer_utils import get_last_checkpoint
 
             checkpoint = get_last_checkpoint(self.args.output_dir)
+        for cb in self.callback_handler.callbacks:  # ES moves only the perturbed tensors: anchor only those
+            if isinstance(cb, AnchoredWeightDecayCallback) and cb.only is None:
+                cb.only = set(self.es_param_names)
         self._es_master = None
         self._es_master_resume = checkpoint if isinstance(checkpoint, str) else None
         if self._es_master_resume and self.args.master_weights:
@@ -341,6 +356,26 @@ class ESTrainer(Trainer):
                     f"resuming with master_weights needs {MASTER_FILE} in {self._es_master_resume}"
                 )
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def checkpoint_contents(self) -> dict[str, str]:
+        """What an ES checkpoint folder holds, file by file (written beside it as ``hff_contents.json``)."""
+        n = sum(p.numel() for _, p in self.es_named_params())
+        out = {
+            "model weights": "the model (its trainable part, for a PEFT model) at this iteration, as the Trainer "
+            "saves it",
+            "trainer_state.json, rng_state*.pth, scheduler.pt": "the Trainer's state, for resume_from_checkpoint",
+            "../" + UPDATES_DIR: f"every iteration's seeds and coefficients (replay_steps rebuilds the "
+            f"{len(self.es_param_names)} perturbed tensors, {n:,} parameters, from the base weights)",
+        }
+        if self._es_master is not None:
+            out[MASTER_FILE] = f"fp32 master copy of the {len(self.es_param_names)} perturbed tensors"
+        awd = [c for c in self.callback_handler.callbacks if isinstance(c, AnchoredWeightDecayCallback)]
+        if awd and awd[0].decay is not None:
+            count = sum(v.numel() for v in awd[0].decay.anchor.values())
+            out["awd_anchor.safetensors"] = (
+                f"the AWD anchor: {len(awd[0].decay.anchor)} tensors before training ({count:,} parameters, fp32)"
+            )
+        return out
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Adds the ES metrics (averaged over the steps since the last log) to the loss log."""
@@ -397,11 +432,13 @@ class _ESStepCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         master = self.trainer._es_master
-        if master is not None and state.is_world_process_zero:
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            if os.path.isdir(folder):
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if state.is_world_process_zero and os.path.isdir(folder):
+            if master is not None:
                 from safetensors.torch import save_file
 
                 save_file({n: master[n].detach().cpu().contiguous() for n in master},
                           os.path.join(folder, MASTER_FILE))  # fmt: skip
+            with open(os.path.join(folder, CONTENTS_FILE), "w") as handle:
+                json.dump(self.trainer.checkpoint_contents(), handle, indent=1)
         return control

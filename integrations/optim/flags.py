@@ -85,6 +85,37 @@ class OptimFlags(FlagGroup):
     def check_flags(self) -> None:
         if self.hff_optimizer not in ("none", "muon"):
             raise ValueError(f"--hff_optimizer {self.hff_optimizer!r}; accepted: none, muon")
+        if self.hff_optimizer == "none":
+            return
+        from hf_fundamentals.optim.muon import ADJUST_LR, MODES
+        from hf_fundamentals.optim.newton_schulz import NS_METHODS
+
+        choices = {
+            "muon_mode": MODES,
+            "muon_ns_method": NS_METHODS,
+            "muon_ns_dtype": ("auto", "bfloat16", "float16", "float32"),
+            "muon_adjust_lr": ADJUST_LR,
+            "muon_lora_a": ("adamw", "muon"),
+            "muon_routers": ("adamw", "muon"),
+            "muon_unknown": ("error", "adamw", "muon"),
+        }
+        for name, accepted in choices.items():
+            if getattr(self, name) not in accepted:
+                raise ValueError(f"--{name} {getattr(self, name)!r}; accepted: {', '.join(accepted)}")
+        if self.muon_ns_steps < 1:
+            raise ValueError(f"--muon_ns_steps {self.muon_ns_steps}: must be >= 1")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ValueError(f"--muon_momentum {self.muon_momentum}: must lie in [0, 1)")
+        if self.muon_lr is not None and self.muon_lr <= 0:
+            raise ValueError(f"--muon_lr {self.muon_lr}: must be > 0")
+        if self.muon_reg_eps <= 0:
+            raise ValueError(f"--muon_reg_eps {self.muon_reg_eps}: must be > 0")
+        if not 0.0 <= self.muon_ht_power <= 1.0:
+            raise ValueError(f"--muon_ht_power {self.muon_ht_power}: must lie in [0, 1]")
+        for name, mode in (("muon_reg_eps", "regularized"), ("muon_ht_power", "htmuon")):
+            field_default = type(self).__dataclass_fields__[name].default
+            if getattr(self, name) != field_default and self.muon_mode != mode:
+                raise ValueError(f"--{name} only acts with --muon_mode {mode} (now {self.muon_mode!r})")
 
     def muon_kwargs(self) -> dict[str, Any]:
         """The :class:`~hf_fundamentals.integrations.optim.factory.MuonFactory` keywords these flags set."""

@@ -175,7 +175,15 @@ class ScalingLawCallback(TrainerCallback):
         fit_kwargs: dict[str, Any] | None = None,
     ):
         if isinstance(prior, str | Path):
-            prior = FitResult.from_json(Path(prior).read_text())
+            from hf_fundamentals.scaling import load_fits
+
+            fits = load_fits(prior)
+            if "shannon" not in fits:
+                raise ValueError(
+                    f"prior={str(prior)!r} holds no 'shannon' fit (it holds {sorted(fits)}); "
+                    "write one with `hff scaling fit RUNS --law shannon --out FILE`"
+                )
+            prior = fits["shannon"]
         if prior is not None and prior.law != "shannon":
             raise ValueError(f"prior must be a fit of the full 'shannon' law; got {prior.law!r}")
         if min_points < 6:

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from hf_fundamentals.integrations.cli.audit import main, parse
+from hf_fundamentals.integrations.cli.main import main as hff
 
 WORDS = {
     "code": "def return import class self lambda yield None True print range len".split(),
@@ -65,26 +66,36 @@ def test_audit_end_to_end_on_a_tiny_model(tiny_llama_dir, taxonomy_file, tmp_pat
     card = (out / "model_card.md").read_text()
     assert "training-mixture-audit" in card and "| kitchen |" in card
     assert len((out / "generations.jsonl").read_text().splitlines()) == 13  # fingerprint + 12
+    # the card's command reproduces the run: every flag that was passed, and each diagnostic says what it means
+    for flag in (
+        "--n_generations 12",
+        "--batch_size 6",
+        "--max_new_tokens 48",
+        "--n_bootstrap 20",
+        "--prompts bos",
+    ):
+        assert flag in card and flag in report["command"]
+    assert "classified less confidently than any reference document" in card
+    assert "held-out reference documents" in printed and set(report["diagnostics_explained"]) >= {
+        "out_of_taxonomy"
+    }
 
 
-def test_positional_model_and_yaml_config(tmp_path):
+def test_positional_model_and_yaml_config(tmp_path, tiny_llama_dir):
     config = tmp_path / "audit.yaml"
-    config.write_text("n_generations: 7\ntaxonomy: offline\n")
-    args = parse(["some/model", "--config", str(config), "--seed", "3"])
-    assert (args.model, args.n_generations, args.seed) == ("some/model", 7, 3)
+    config.write_text("n_generations: 17\ntaxonomy: offline\n")
+    args = parse([str(tiny_llama_dir), "--config", str(config), "--seed", "3"])
+    assert (args.model, args.n_generations, args.seed) == (str(tiny_llama_dir), 17, 3)
 
 
 def test_unknown_taxonomy_is_a_clear_error(capsys):
-    assert main(["--taxonomy", "nope.yaml", "--n_generations", "2"]) == 2
-    assert "taxonomy file 'nope.yaml' does not exist" in capsys.readouterr().err
+    assert hff(["audit", "--taxonomy", "nope.yaml"]) == 2
+    assert "--taxonomy 'nope.yaml': no such file" in capsys.readouterr().err
 
 
 def test_empty_reference_class_is_a_clear_error(taxonomy_file, tmp_path, capsys):
     (tmp_path / "kitchen.txt").write_text("\n\n")
-    assert (
-        main(["--taxonomy", str(taxonomy_file), "--n_generations", "2", "--output_dir", str(tmp_path / "o")])
-        == 2
-    )
+    assert hff(["audit", "--taxonomy", str(taxonomy_file), "--output_dir", str(tmp_path / "o")]) == 2
     assert "reference category 'kitchen' has no documents" in capsys.readouterr().err
 
 
@@ -94,13 +105,12 @@ def test_a_model_that_cannot_generate_is_a_clear_error(tmp_path, taxonomy_file, 
     BertModel(
         BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
     ).save_pretrained(tmp_path / "bert")
-    code = main(
+    code = hff(
         [
+            "audit",
             str(tmp_path / "bert"),
             "--taxonomy",
             str(taxonomy_file),
-            "--n_generations",
-            "2",
             "--output_dir",
             str(tmp_path / "o"),
         ]

@@ -61,15 +61,59 @@ def test_a_half_written_batch_is_regenerated_whole(tmp_path):
     assert backend.calls == [[3, 4, 5]] and [g.id for g in out] == list(range(6))
 
 
-def test_cache_with_other_settings_is_refused(tmp_path):
+def test_cache_with_other_settings_is_refused_naming_only_what_differs(tmp_path):
     cache = tmp_path / "gens.jsonl"
     generate_corpus(
         CountingBackend(), GenerationConfig(n=3, batch_size=3, temperature=1.0), cache, progress=False
     )
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="other settings") as err:
         generate_corpus(
             CountingBackend(), GenerationConfig(n=3, batch_size=3, temperature=0.7), cache, progress=False
         )
+    message = str(err.value)
+    assert "temperature: cache 1.0, now 0.7" in message
+    assert "top_p" not in message and "max_new_tokens" not in message and "batch_size" not in message
+
+
+def test_a_failed_first_batch_leaves_no_cache_that_locks_the_folder(tmp_path):
+    """A run that fails before its first batch finishes (a closed server port) writes nothing, so a retry with
+    other settings in the same folder is not refused."""
+    cache = tmp_path / "gens.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        generate_corpus(CountingBackend(crash_after_batches=0), GenerationConfig(n=6, batch_size=3), cache,
+                        progress=False)  # fmt: skip
+    assert not cache.exists() or cache.read_text().strip() == ""
+    cache.write_text(json.dumps({"fingerprint": {"temperature": 0.5}}) + "\n")  # as the older code left it
+    out = generate_corpus(CountingBackend(), GenerationConfig(n=6, batch_size=3, temperature=0.9), cache,
+                          progress=False)  # fmt: skip
+    assert [g.id for g in out] == list(range(6))
+    assert json.loads(cache.read_text().splitlines()[0])["fingerprint"]["temperature"] == 0.9
+
+
+def test_a_changed_batch_size_resumes_the_cache(tmp_path):
+    cache = tmp_path / "gens.jsonl"
+    generate_corpus(CountingBackend(), GenerationConfig(n=6, batch_size=3), cache, progress=False)
+    backend = CountingBackend()
+    out = generate_corpus(backend, GenerationConfig(n=8, batch_size=4), cache, progress=False)
+    assert backend.calls == [[4, 5, 6, 7]] and [g.id for g in out] == list(range(8))  # 0-5 reused
+
+
+def test_a_cut_last_line_is_repaired_and_the_next_record_kept(tmp_path):
+    """A crash mid-line leaves no newline; the resumed run's first record must not be glued onto it."""
+    cache = tmp_path / "gens.jsonl"
+    config = GenerationConfig(n=6, batch_size=3)
+    with pytest.raises(KeyboardInterrupt):
+        generate_corpus(CountingBackend(crash_after_batches=1), config, cache, progress=False)
+    with cache.open("a") as handle:
+        handle.write('{"id": 3, "prompt": "x", "te')  # cut mid-record, no newline
+    first = CountingBackend()
+    generate_corpus(first, config, cache, progress=False)
+    assert first.calls == [[3, 4, 5]]
+    records = [json.loads(line) for line in cache.read_text().splitlines()]  # every line parses
+    assert sorted(r["id"] for r in records if "id" in r) == list(range(6))
+    again = CountingBackend()
+    generate_corpus(again, config, cache, progress=False)
+    assert again.calls == []  # nothing was lost: the whole cache is read back
 
 
 @pytest.mark.parametrize(
@@ -135,7 +179,7 @@ def test_server_backend_on_loopback(completions_server, tmp_path):
 
 def test_server_client_errors_are_reported_not_retried(completions_server):
     backend = OpenAICompletionsBackend(completions_server, "no-such-model", timeout=5)
-    with pytest.raises(RuntimeError, match="answered 404"):
+    with pytest.raises(ValueError, match="answered 404"):
         backend.generate(["x"], [0], GenerationConfig())
     assert len(_CompletionsHandler.requests) == 1
 

@@ -83,7 +83,9 @@ def test_cli_samples(capsys):
 
 
 def test_cli_reports_bad_domain(capsys):
-    assert cli.main(["--sample", "nope"]) == 2
+    from hf_fundamentals.integrations.cli.main import main
+
+    assert main(["corpora", "--sample", "nope"]) == 2
     assert "accepted names" in capsys.readouterr().err
 
 

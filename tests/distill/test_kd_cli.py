@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hf_fundamentals.integrations.cli.kd import final_metrics, main
+from hf_fundamentals.integrations.cli.main import main as hff
 
 
 def small_teacher(tiny_llama_dir, out):
@@ -45,14 +46,16 @@ def test_hff_kd_distils_into_a_tiny_student(tiny_llama_dir, tiny_text_file, tmp_
 
 
 def test_hff_kd_needs_a_teacher(tiny_llama_dir, tiny_text_file, tmp_path, capsys):
-    code = main(["--model_name_or_path", str(tiny_llama_dir), "--dataset_name", str(tiny_text_file),
+    code = hff(["kd", "--model_name_or_path", str(tiny_llama_dir), "--dataset_name", str(tiny_text_file),
                  "--output_dir", str(tmp_path), "--use_cpu", "--bf16", "false"])  # fmt: skip
     assert code == 2
     assert "needs --hff_kd_teacher" in capsys.readouterr().err
 
 
 def test_kd_flags_without_a_teacher_are_refused(tmp_path, capsys):
-    assert main(["--output_dir", str(tmp_path), "--use_cpu", "--bf16", "false", "--kd_alpha", "0.2"]) == 2
+    assert (
+        hff(["kd", "--output_dir", str(tmp_path), "--use_cpu", "--bf16", "false", "--kd_alpha", "0.2"]) == 2
+    )
     assert "--kd_alpha set but --hff_kd_teacher is not" in capsys.readouterr().err
 
 

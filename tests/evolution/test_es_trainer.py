@@ -213,3 +213,40 @@ def test_weighted_reward_functions_sum(tmp_path):
     # per prompt: 0.5 + 6 (even rows) or 0.5 (odd rows) → mean 3.5 for every member
     assert record["rewards"] == [pytest.approx(3.5)] * 8
     assert record["coefficients"] == [0.0] * 8  # equal rewards: z-scores are zero, no update
+
+
+def test_tied_rewards_warn_once_and_are_counted(tmp_path, caplog):
+    """Every member scoring the same gives a zero update: the run says so instead of silently not learning."""
+    import logging
+
+    def constant(prompts, completions, **_):
+        return [0.0] * len(prompts)
+
+    t = trainer(tmp_path, steps=3, reward_funcs=(constant,))
+    before = weights(t)
+    with caplog.at_level(logging.WARNING, logger="hf_fundamentals.integrations.evolution.es_trainer"):
+        t.train()
+    tied = [r for r in caplog.records if "rewards tied" in r.getMessage()]
+    assert len(tied) == 1 and "the update is zero" in tied[0].getMessage()
+    assert [h["reward/tied_iterations"] for h in t.state.log_history if "loss" in h] == [1.0, 2.0, 3.0]
+    assert all(torch.equal(before[n], p) for n, p in weights(t).items())
+
+
+def test_awd_in_es_anchors_only_the_perturbed_tensors_and_checkpoints_say_what_they_hold(tmp_path):
+    from safetensors.torch import load_file
+
+    awd = AnchoredWeightDecayCallback(lam=1.0)
+    t = trainer(tmp_path, steps=2, callbacks=[awd], params_to_perturb=r"mlp\.down_proj", save_strategy="steps",
+                save_steps=2)  # fmt: skip
+    t.train()
+    perturbed = set(t.es_param_names)
+    assert perturbed and perturbed < {n for n, _ in t.model.named_parameters()}
+    assert set(awd.decay.anchor) == perturbed  # the anchor holds what can drift, nothing else
+    folder = tmp_path / "checkpoint-2"
+    assert set(load_file(folder / "awd_anchor.safetensors")) == perturbed
+    contents = json.loads((folder / "hff_contents.json").read_text())
+    assert (
+        "awd_anchor.safetensors" in contents
+        and f"{len(perturbed)} tensors" in contents["awd_anchor.safetensors"]
+    )
+    assert any("es_updates" in key for key in contents)

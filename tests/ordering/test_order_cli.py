@@ -34,4 +34,5 @@ def test_hff_order_names_a_missing_score_column(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     data.write_text(json.dumps({"text": "a"}) + "\n")
     assert main(["order", "--dataset_name", str(data)]) == 2
-    assert "no column 'score'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--score 'score' is not a column" in err and "--scorer" in err

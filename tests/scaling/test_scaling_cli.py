@@ -96,3 +96,20 @@ def test_bad_input_exits_2_with_the_reason(tmp_path, capsys):
     (tmp_path / "notfit.json").write_text("[1, 2]")
     assert main(["scaling", "predict", str(tmp_path / "notfit.json"), "--N", "1", "--D", "1"]) == 2
     assert "not a fit file" in capsys.readouterr().err
+
+
+def test_callback_reads_the_prior_that_fit_writes(tmp_path, capsys):
+    """``ScalingLawCallback(prior=PATH)`` takes the ``{"fits": ...}`` file of ``hff scaling fit --out``."""
+    from hf_fundamentals.integrations.scaling import ScalingLawCallback
+
+    N, D, loss = _runs()
+    runs = _write_csv(tmp_path / "runs.csv", zip(N, D, loss, strict=True))
+    shannon, chinchilla = tmp_path / "shannon.json", tmp_path / "chinchilla.json"
+    for law, out in (("shannon", shannon), ("chinchilla", chinchilla)):
+        assert main(["scaling", "fit", str(runs), "--law", law, "--out", str(out), "--n_starts", "4"]) == 0
+    capsys.readouterr()
+    prior = ScalingLawCallback(prior=shannon, output_file=None).prior
+    assert prior.law == "shannon"
+    assert prior.params == json.loads(shannon.read_text())["fits"]["shannon"]["params"]
+    with pytest.raises(ValueError, match="holds no 'shannon' fit"):
+        ScalingLawCallback(prior=str(chinchilla))
