@@ -55,7 +55,7 @@ class TrainerExtras:
         return found
 
     def prepare_train_dataset(self, dataset: Any, training_args: Any = None) -> Any:
-        """The train dataset as the flags want it (e.g. scored and ordered by ``--hff_order``); unchanged when no
+        """The train dataset as the flags want it (e.g. scored and reordered by a technique); unchanged when no
         technique touches it."""
         for t in self.techniques:
             dataset = t.prepare_train_dataset(self.hff_args, dataset, training_args)
