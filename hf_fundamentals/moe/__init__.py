@@ -1,6 +1,7 @@
 """Complete-muE: hyperparameter transfer from a tuned dense proxy to a Mixture-of-Experts target (the plan of
 per-group AdamW multipliers, init and forward multipliers), the LR-sweep optimum fit that measures drift, and the
-coordinate check that shows whether a parameterization keeps activation scales flat."""
+coordinate check that shows whether a parameterization keeps activation scales flat, and the transfer regret
+and drift with bootstrap intervals over seeds."""
 
 from hf_fundamentals.moe.coord_check import (
     GROUP_LABELS,
@@ -27,6 +28,14 @@ from hf_fundamentals.moe.plan import (
     TransferOptions,
     transfer_plan,
 )
+from hf_fundamentals.moe.regret import (
+    DRIFT_HALF_WIDTH_LOG2,
+    Interval,
+    TransferRegret,
+    loss_at,
+    transfer_regret,
+    transfer_table,
+)
 from hf_fundamentals.moe.sweep import (
     TEN_PERCENT_LOG2,
     OptimumFit,
@@ -40,6 +49,12 @@ from hf_fundamentals.moe.sweep import (
 )
 
 __all__ = [
+    "DRIFT_HALF_WIDTH_LOG2",
+    "Interval",
+    "TransferRegret",
+    "loss_at",
+    "transfer_regret",
+    "transfer_table",
     "EPS_WIDTH_RULES",
     "GROUP_LABELS",
     "GROUPS",
