@@ -5,9 +5,12 @@ and drift with bootstrap intervals over seeds."""
 
 from hf_fundamentals.moe.coord_check import (
     GROUP_LABELS,
+    SLOPE_TOLERANCE,
     CoordData,
+    CoordVerdict,
     Spread,
     coord_check,
+    coord_verdict,
     default_module_group,
     readout_lr_comparison,
     spread_summary,
@@ -57,6 +60,9 @@ __all__ = [
     "transfer_table",
     "EPS_WIDTH_RULES",
     "GROUP_LABELS",
+    "SLOPE_TOLERANCE",
+    "CoordVerdict",
+    "coord_verdict",
     "GROUPS",
     "H_ACT_CONVENTIONS",
     "READOUT_LR_RULES",

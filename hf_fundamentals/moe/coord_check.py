@@ -29,7 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["CoordData", "Spread", "coord_check", "default_module_group"]
+__all__ = [
+    "SLOPE_TOLERANCE",
+    "CoordData",
+    "CoordVerdict",
+    "Spread",
+    "coord_check",
+    "coord_verdict",
+    "default_module_group",
+]
 
 LAYER_INDEX = re.compile(r"\.\d+(?=\.|$)")
 
@@ -61,7 +69,8 @@ class CoordData:
     """Mean |x| of module outputs per model (``keys``, in the order given) per module per step.
 
     ``values[key][module]`` is the list over steps (absent when that model has no such module), ``losses[key]``
-    the training loss at each step, ``meta`` free-form notes (what the keys mean, the LR, ...).
+    the training loss at each step, ``meta`` free-form notes (what the keys mean, the LR, ...); with several
+    seeds ``values`` is their mean and ``per_seed[seed]`` holds each seed's own values.
     """
 
     keys: list[str]
@@ -70,6 +79,7 @@ class CoordData:
     values: dict[str, dict[str, list[float]]]
     losses: dict[str, list[float]]
     meta: dict[str, Any] = field(default_factory=dict)
+    per_seed: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------ numbers
     def spread(self, modules: Sequence[str] | None = None, steps: Sequence[int] | None = None) -> Spread:
@@ -109,7 +119,11 @@ class CoordData:
                 if rows:
                     values[k][g] = [float(np.mean([r[t] for r in rows])) for t in range(self.steps)]
         meta = {**self.meta, "grouped": True}
-        return CoordData(list(self.keys), list(names), self.steps, values, dict(self.losses), meta)
+        out = CoordData(list(self.keys), list(names), self.steps, values, dict(self.losses), meta)
+        for seed, vals in self.per_seed.items():
+            one = CoordData(list(self.keys), list(self.modules), self.steps, vals, {}, {})
+            out.per_seed[seed] = one.grouped(group).values
+        return out
 
     def ratio_to(self, reference: str, module: str, step: int = -1) -> dict[str, float]:
         """``{key: value / value of reference}`` for one module at one step (keys lacking the module skipped)."""
@@ -131,6 +145,7 @@ class CoordData:
                 "values": self.values,
                 "losses": self.losses,
                 "meta": self.meta,
+                "per_seed": self.per_seed,
             }
         )
 
@@ -149,6 +164,10 @@ class CoordData:
             },
             losses={k: [_from_json(v) for v in vs] for k, vs in data["losses"].items()},
             meta=dict(data.get("meta", {})),
+            per_seed={
+                s: {k: {m: [_from_json(v) for v in vs] for m, vs in d.items()} for k, d in by_key.items()}
+                for s, by_key in data.get("per_seed", {}).items()
+            },
         )
 
     def plot(
@@ -315,6 +334,8 @@ def coord_check(
     output_index: int = 0,
     seed: int | None = 0,
     meta: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
+    fix_data: bool = False,
 ) -> CoordData:
     """Train each model ``steps`` steps and record mean |x| of the chosen module outputs at every step.
 
@@ -323,7 +344,29 @@ def coord_check(
     same batches. ``make_optimizer``: ``model -> optimizer``, or a mapping with one per key (per-model LR rules).
     ``modules``: a regex searched in module names, or exact names. ``loss_fn(model, batch)`` defaults to the
     causal-LM ``.loss``. ``seed`` seeds torch before each factory call (None leaves the RNG alone).
+    ``seeds``: repeat for each seed and average mean |x| (and the loss) over them, as mup's
+    ``get_coord_data(nseeds=...)`` does; ``fix_data``: every step sees batch 0 (mup's ``fix_data=True``), so the
+    curves show the parameterization, not the data order.
     """
+    if seeds is not None:
+        seeds = list(seeds)
+        if not seeds:
+            raise ValueError("coord_check: seeds is empty; give at least one seed or None")
+        runs = [
+            coord_check(model_factories, batches, steps, make_optimizer, modules, loss_fn=loss_fn,
+                        output_index=output_index, seed=s, meta=meta, fix_data=fix_data)
+            for s in seeds
+        ]  # fmt: skip
+        first = runs[0]
+        values = {
+            k: {m: np.mean([r.values[k][m] for r in runs], axis=0).tolist() for m in first.values[k]}
+            for k in first.keys
+        }
+        losses = {k: np.mean([r.losses[k] for r in runs], axis=0).tolist() for k in first.keys}
+        out = CoordData(first.keys, first.modules, steps, values, losses, dict(meta or {}))
+        out.meta.update(seeds=seeds, fix_data=fix_data)
+        out.per_seed = {str(s): r.values for s, r in zip(seeds, runs, strict=True)}
+        return out
     if not isinstance(model_factories, Mapping) or not model_factories:
         raise ValueError("coord_check: model_factories must be a non-empty mapping {key: () -> model}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -345,6 +388,7 @@ def coord_check(
         raise ValueError(f"coord_check: keys collide as strings: {keys}")
 
     def batch_at(t: int) -> Any:
+        t = 0 if fix_data else t
         return batches(t) if callable(batches) else batches[t % len(batches)]
 
     values: dict[str, dict[str, list[float]]] = {}
@@ -427,3 +471,94 @@ def readout_lr_comparison(mup: CoordData, blog: CoordData) -> dict[str, Any]:
             "block_out_last_step": {k: g.values[k]["model.layers.*.mlp"][-1] for k in g.keys},
         }
     return out
+
+
+# ------------------------------------------------------------------------------------------- the statement
+SLOPE_TOLERANCE = 0.25
+"""Pass when |d log(mean |x|) / d log(key)| <= 0.25 for every module at every judged step. A correct
+parameterization has slope 0; the mildest error the check is for, a missing 1/sqrt(fan-in) (a fixed init std,
+or an Adam LR off by sqrt(width)), gives 0.5, and a missing 1/fan-in on an Adam LR gives 1 (µP's scaling rules: Yang & Hu,
+arXiv 2011.14522; Yang et al., arXiv 2203.03466). 0.25 is halfway to the mildest error; over
+an 8x range of widths it allows a 1.7x spread."""
+
+
+@dataclass(frozen=True)
+class CoordVerdict:
+    """Pass/fail of a coordinate check: per module the least-squares slope of log mean |x| against log key
+    value at each step (seed-averaged values), the worst one, and per seed the slope at that worst point."""
+
+    passed: bool
+    tolerance: float
+    slopes: dict[str, list[float]]
+    worst_module: str | None
+    worst_step: int | None
+    worst_slope: float
+    seed_slopes_at_worst: dict[str, float]
+    statement: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_floats(asdict(self))
+
+
+def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of log y on log x; 0 when every value is exactly 0 (a zero-initialized output:
+    flat), inf if only some are zero or a value is not finite."""
+    y = np.asarray(ys, dtype=float)
+    if np.all(y == 0):
+        return 0.0
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        return math.inf
+    return float(np.polyfit(np.log(np.asarray(xs, dtype=float)), np.log(y), 1)[0])
+
+
+def coord_verdict(
+    data: CoordData,
+    key_values: Mapping[str, float],
+    *,
+    tolerance: float = SLOPE_TOLERANCE,
+    group: Callable[[str], str] | None = default_module_group,
+    skip_logits_at_init: bool = True,
+    name: str = "",
+) -> CoordVerdict:
+    """Does the parameterization keep every coordinate flat along the axis? ``key_values`` maps the keys to
+    judge to their size on the axis (width d, experts N, ...; keys left out are not judged, e.g. a dense
+    reference). A slope is fitted per module (grouped across layers by default) and step over those keys;
+    the logits at step 0 are skipped by default (a µP readout shrinks them at init by design, mup README)."""
+    keys = [k for k in data.keys if k in key_values]
+    if len(keys) < 2:
+        raise ValueError(f"coord_verdict: key_values must name at least two of the keys {data.keys}")
+    if not tolerance > 0:
+        raise ValueError(f"coord_verdict: tolerance must be > 0; got {tolerance!r}")
+    g = data.grouped(group) if group is not None else data
+    xs = [float(key_values[k]) for k in keys]
+    slopes: dict[str, list[float]] = {}
+    worst, worst_module, worst_step = 0.0, None, None
+    for module in g.modules:
+        if not all(module in g.values[k] for k in keys):
+            continue
+        per_step = [_slope(xs, [g.values[k][module][t] for k in keys]) for t in range(g.steps)]
+        slopes[module] = per_step
+        for t, s in enumerate(per_step):
+            if skip_logits_at_init and t == 0 and module.endswith("lm_head") and g.steps > 1:
+                continue
+            if worst_module is None or abs(s) > abs(worst):
+                worst, worst_module, worst_step = s, module, t
+    seed_slopes = {}
+    if worst_module is not None:
+        for seed, vals in g.per_seed.items():
+            seed_slopes[seed] = _slope(xs, [vals[k][worst_module][worst_step] for k in keys])
+    passed = worst_module is not None and abs(worst) <= tolerance
+    label = GROUP_LABELS.get(worst_module or "", worst_module)
+    spread = (
+        f" (per seed {min(seed_slopes.values()):+.2f}..{max(seed_slopes.values()):+.2f})"
+        if seed_slopes
+        else ""
+    )
+    statement = (
+        f"{name + ': ' if name else ''}{'PASS' if passed else 'FAIL'}: worst slope {worst:+.2f}{spread} of log "
+        f"mean|x| vs log key at {label}, step {worst_step} (tolerance ±{tolerance}; keys {keys})"
+    )
+    return CoordVerdict(
+        passed=bool(passed), tolerance=tolerance, slopes=slopes, worst_module=worst_module,
+        worst_step=worst_step, worst_slope=worst, seed_slopes_at_worst=seed_slopes, statement=statement,
+    )  # fmt: skip

@@ -8,6 +8,7 @@ import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -205,3 +206,78 @@ def test_bad_arguments_are_refused_by_name():
         coord_check(fac, [], 1, opt, loss_fn=_mse)
     with pytest.raises(ValueError, match="collide"):
         coord_check({1: fac[8], "1": fac[8]}, _batches(), 1, opt, loss_fn=_mse)
+
+
+# ------------------------------------------------------------------ the pass/fail statement (seeds, fixed data)
+def _mlp_family(widths, mis_scaled):
+    """Toy MLPs 8 -> w -> w -> 1 under Adam: µP-style (hidden/output lr ∝ 1/w, output zero-init) or the
+    common mis-scaling (one global lr for every layer)."""
+    from hf_fundamentals.moe import coord_check
+
+    def factory(w):
+        def make():
+            net = nn.Sequential(nn.Linear(8, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 1))
+            nn.init.zeros_(net[4].weight)
+            nn.init.zeros_(net[4].bias)
+            return net
+
+        return make
+
+    def opt_for(w):
+        def make(net):
+            scale = 1.0 if mis_scaled else 64.0 / w
+            return torch.optim.Adam(
+                [
+                    {"params": net[0].parameters(), "lr": 1e-2},
+                    {"params": net[2].parameters(), "lr": 1e-2 * scale},
+                    {"params": net[4].parameters(), "lr": 1e-2 * scale},
+                ]
+            )
+
+        return make
+
+    gen = torch.Generator().manual_seed(0)
+    batch = (torch.randn(32, 8, generator=gen), torch.randn(32, 1, generator=gen))
+    return coord_check(
+        {w: factory(w) for w in widths},
+        [batch, (batch[0] * 3, batch[1])],  # the second batch is never seen with fix_data
+        5,
+        {w: opt_for(w) for w in widths},
+        ["0", "2", "4"],
+        loss_fn=lambda net, b: ((net(b[0]) - b[1]) ** 2).mean(),
+        seeds=[0, 1, 2],
+        fix_data=True,
+    )
+
+
+def test_coord_statement_fails_a_global_adam_lr_and_passes_the_width_scaled_one():
+    from hf_fundamentals.moe import SLOPE_TOLERANCE, coord_verdict
+
+    widths = (64, 128, 256, 512)
+    keys = {str(w): w for w in widths}
+    good = coord_verdict(_mlp_family(widths, mis_scaled=False), keys, group=None, name="µP-style")
+    bad = coord_verdict(_mlp_family(widths, mis_scaled=True), keys, group=None, name="global lr")
+    assert good.passed and abs(good.worst_slope) <= SLOPE_TOLERANCE, good.statement
+    assert not bad.passed and bad.worst_slope > 0.5 and bad.worst_module in ("2", "4"), bad.statement
+    assert good.statement.startswith("µP-style: PASS") and bad.statement.startswith("global lr: FAIL")
+    assert set(bad.seed_slopes_at_worst) == {"0", "1", "2"}
+
+
+def test_seeds_average_and_fix_data_repeats_batch_zero():
+    from hf_fundamentals.moe import CoordData
+
+    cd = _mlp_family((64, 128), mis_scaled=False)
+    assert cd.meta["seeds"] == [0, 1, 2] and cd.meta["fix_data"] is True
+    per = [cd.per_seed[s]["64"]["2"][1] for s in ("0", "1", "2")]
+    assert cd.values["64"]["2"][1] == pytest.approx(np.mean(per))
+    assert len(set(per)) == 3  # the seeds differ
+    back = CoordData.from_dict(json.loads(json.dumps(cd.to_dict())))
+    assert back.per_seed == cd.per_seed
+
+
+def test_coord_verdict_refuses_too_few_keys():
+    from hf_fundamentals.moe import coord_verdict
+
+    cd = _mlp_family((64, 128), mis_scaled=False)
+    with pytest.raises(ValueError, match="at least two"):
+        coord_verdict(cd, {"64": 64})
