@@ -34,7 +34,7 @@ class FlagGroup:
     """Base of a technique's flag mixin: one dataclass field per flag, each with a help string.
 
     ``__post_init__`` runs every group's own ``check_flags`` once (bases first, ``HffArguments``' cross-technique
-    rules last), so a mixin validates alone (``OptimFlags(hff_optimizer="muon")``) and inside ``HffArguments``.
+    rules last), so a mixin validates alone (e.g. ``OptimFlags(...)`` on its own) and inside ``HffArguments``.
     A group with a ``switch`` field refuses its other flags while the switch is at its default (off): a flag that
     is set but cannot take effect is an error, never silently ignored.
     """

@@ -26,6 +26,8 @@ class TrainerExtras:
     hff_args: HffArguments | None = None
     techniques: list[Technique] = field(default_factory=list)
     """The techniques switched on, in registry order."""
+    optimizer_switch: str | None = None
+    """The flag of the technique that supplies ``optimizer_cls_and_kwargs`` (for error messages)."""
 
     def trainer_class(self, base: type) -> type:
         """``base`` with the trainer-level techniques mixed in (those that change the loss); ``base`` itself
@@ -78,8 +80,9 @@ class TrainerExtras:
                 )
         if self.optimizer_cls_and_kwargs is not None and trainer.optimizer is not None:
             raise ValueError(
-                "this trainer was given its own optimizer (optimizers=...); it cannot also take "
-                "--hff_optimizer / --hff_mue. Drop one of the two."
+                f"this trainer was given its own optimizer (optimizers=...); it cannot also take "
+                f"--{self.optimizer_switch}'s. "
+                "Drop one of the two."
             )
         for callback in self.callbacks:
             trainer.add_callback(callback)
@@ -117,6 +120,7 @@ def trainer_extras(hff_args: HffArguments, training_args: Any = None, model: Any
         supplier = next(t for t in on if t.name in optimizers)
         _refuse_a_second_optimizer(hff_args, supplier, training_args)
         extras.optimizer_cls_and_kwargs = optimizers[supplier.name]
+        extras.optimizer_switch = supplier.flags.switch
     return extras
 
 
