@@ -54,6 +54,10 @@ class FlagGroup:
 
     def _refuse_orphans(self, group: type) -> None:
         by_name = {f.name: f for f in fields(group)}
+        for base in group.__mro__[1:]:  # a base group with its own switch guards its own flags
+            if base.__dict__.get("switch"):
+                for f in fields(base):
+                    by_name.pop(f.name, None)
         switch = by_name[group.switch]
         if getattr(self, switch.name) != switch.default:
             return
