@@ -22,9 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset_name", required=True, help="local data file or folder, or a Hub dataset id")
     p.add_argument("--split", default="train", help="dataset split")
     p.add_argument("--score", default="score", help="column with one score per sample")
-    p.add_argument("--scorer", choices=["none", "perplexity", "compression"], default="none",
-                   help="compute --score when the column is missing")  # fmt: skip
-    p.add_argument("--score_model", default="embedded", help="reference model for --scorer perplexity")
+    p.add_argument("--scorer", choices=["none", "model_nll", "perplexity", "compression"], default="none",
+                   help="compute --score when the column is missing (model_nll: mean token loss under "
+                   "--score_model, batched, cached and resumable; perplexity is its older name)")  # fmt: skip
+    p.add_argument("--score_model", default="embedded", help="reference model for --scorer model_nll")
+    p.add_argument("--score_batch_size", type=int, default=16, help="texts per forward pass (model_nll)")
+    p.add_argument("--score_max_length", type=int, default=512, help="tokens kept per text (model_nll)")
+    p.add_argument("--score_cache_dir", default=None,
+                   help="where model_nll writes its score chunks (default: <hff cache>/scores)")  # fmt: skip
     p.add_argument("--text_column", default="text", help="column the scorer reads")
     p.add_argument("--methods", nargs="+", default=["random", "sorting", "stair", "saw"], choices=METHODS,
                    help="orders to compare (the first one is saved by --save_to)")  # fmt: skip
@@ -69,15 +74,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.scorer == "none":
             raise ValueError(
                 f"--score {args.score!r} is not a column of {args.dataset_name} (columns: {ds.column_names}); pass "
-                "--score COLUMN, or --scorer perplexity|compression to compute it"
+                "--score COLUMN, or --scorer model_nll|compression to compute it"
             )
         if args.text_column not in ds.column_names:
             raise ValueError(
                 f"--text_column {args.text_column!r} is not a column of {args.dataset_name} (columns: "
                 f"{ds.column_names}); the scorer reads it"
             )
+        extra = {}
+        if args.scorer in ("model_nll", "perplexity"):
+            extra = dict(batch_size=args.score_batch_size, max_length=args.score_max_length,
+                         cache_dir=args.score_cache_dir)  # fmt: skip
         ds = add_score_column(ds, args.scorer, text_column=args.text_column, column=args.score,
-                              model=args.score_model)  # fmt: skip
+                              model=args.score_model, **extra)  # fmt: skip
     scores = np.asarray(ds[args.score], dtype=np.float64)
     domains = np.asarray(ds[args.domain_column]) if args.domain_column else None
     specs = {m: OrderSpec(method=m, ascending=not args.descending, window_size=args.window_size, seed=args.seed)

@@ -23,7 +23,8 @@ from hf_fundamentals.ordering.guidelines import GuidelineReport, guideline_metri
 
 logger = logging.getLogger(__name__)
 
-SCORERS = ("perplexity", "compression")
+SCORERS = ("model_nll", "perplexity", "compression")
+"""``perplexity`` is the older name of ``model_nll`` (the same score: mean token loss in nats)."""
 
 
 def _column(ds: Any, name: str, what: str) -> np.ndarray:
@@ -94,28 +95,9 @@ def _texts_of(batch: dict[str, list[Any]], text_column: str) -> list[str]:
     return [str(v) for v in values]
 
 
-def _perplexity_fn(model: Any, tokenizer: Any, max_length: int, device: str | None) -> Callable:
-    import torch
-
-    from hf_fundamentals.ordering.scores import sequence_nll
-
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    device = device or next(model.parameters()).device
-
-    def score(texts: list[str]) -> list[float]:
-        enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length).to(
-            device
-        )
-        with torch.inference_mode():
-            return sequence_nll(model, enc["input_ids"], enc["attention_mask"]).tolist()
-
-    return score
-
-
 def add_score_column(
     ds: Any,
-    scorer: str | Callable[[list[str]], Sequence[float]] = "perplexity",
+    scorer: str | Callable[[list[str]], Sequence[float]] = "model_nll",
     *,
     text_column: str = "text",
     column: str = "score",
@@ -125,15 +107,21 @@ def add_score_column(
     max_length: int = 512,
     device: str | None = None,
     load_from_cache_file: bool | None = None,
+    cache_dir: str | Path | None = None,
+    chunk_size: int = 1024,
 ) -> Any:
-    """``ds`` with a ``column`` of per-sample scores, computed by ``Dataset.map`` in batches.
+    """``ds`` with a ``column`` of per-sample scores, computed in batches.
 
-    ``scorer``: ``"perplexity"`` (mean next-token loss in nats under ``model``, a Hub id, local path, loaded
-    model or ``"embedded"``; high = surprising to the reference model), ``"compression"`` (zlib compression
-    ratio; high = noisy or dense, low = repetitive) or a function ``texts -> scores``. Conversational rows
-    (lists of messages) are scored on their joined contents. Results are cached by ``datasets`` under a
-    fingerprint of the dataset, scorer and model name, so a rerun (or the other ranks of a distributed run,
-    inside ``training_args.main_process_first()``) reads them back.
+    ``scorer``: ``"model_nll"`` (alias ``"perplexity"``: mean next-token loss in nats under ``model``, a Hub
+    id, local path, loaded model or ``"embedded"``; high = surprising to the reference model),
+    ``"compression"`` (zlib compression ratio; high = noisy or dense, low = repetitive) or a function
+    ``texts -> scores``. Conversational rows (lists of messages) are scored on their joined contents.
+
+    ``model_nll`` runs :func:`hf_fundamentals.ordering.scores.model_nll_scores`: batches of similar length,
+    each ``chunk_size`` rows written under ``cache_dir`` (default ``<hff cache>/scores``) as soon as they are
+    done, keyed by the texts, the model's weights and ``max_length``; a rerun, an interrupted run or another
+    rank reads the finished chunks. The other scorers are cached by ``datasets`` (``Dataset.map``) under a
+    fingerprint of the dataset and scorer.
     """
     if text_column not in ds.column_names:
         raise KeyError(
@@ -147,19 +135,34 @@ def add_score_column(
         from hf_fundamentals.ordering.scores import compression_ratios
 
         fn, tag = compression_ratios, "compression-zlib9"
-    elif scorer == "perplexity":
+    elif scorer in ("model_nll", "perplexity"):
+        from hf_fundamentals.cache import cache_root
         from hf_fundamentals.integrations.hub import load_model
+        from hf_fundamentals.ordering.scores import model_nll_scores
 
-        name = (
-            model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
-        )
         if isinstance(model, str):
             model, loaded_tok = load_model(model)
             tokenizer = tokenizer or loaded_tok
         if tokenizer is None:
-            raise ValueError("scorer='perplexity' with a loaded model needs its tokenizer= as well")
-        model.eval()
-        fn, tag = _perplexity_fn(model, tokenizer, max_length, device), f"perplexity:{name}:{max_length}"
+            raise ValueError(f"scorer={scorer!r} with a loaded model needs its tokenizer= as well")
+        texts = _texts_of({text_column: ds[text_column]}, text_column)
+        folder = Path(cache_dir) if cache_dir is not None else cache_root() / "scores"
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(texts), desc=f"Scoring ({scorer})", unit="row")
+        except ImportError:  # pragma: no cover - tqdm comes with datasets
+            bar = None
+
+        def tick(done: int, total: int) -> None:
+            if bar is not None:
+                bar.update(done - bar.n)
+
+        values = model_nll_scores(texts, model, tokenizer, batch_size=batch_size, max_length=max_length,
+                                  cache_dir=folder, chunk_size=chunk_size, device=device, progress=tick)  # fmt: skip
+        if bar is not None:
+            bar.close()
+        return ds.add_column(column, values.tolist())
     else:
         raise ValueError(f"scorer {scorer!r}; accepted: {', '.join(SCORERS)} or a function texts -> scores")
 

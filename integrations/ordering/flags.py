@@ -104,13 +104,13 @@ class OrderingFlags(AveragingFlags):
     order_scorer: str = field(
         default="none",
         metadata={
-            "help": "Compute --order_score when the column is missing: 'perplexity' (mean token loss under "
+            "help": "Compute --order_score when the column is missing: 'model_nll' (alias 'perplexity': mean token loss under "
             "--order_score_model), 'compression' (zlib compression ratio) or 'none' (the column must exist)."
         },
     )
     order_score_model: str = field(
         default="embedded",
-        metadata={"help": "Reference model for --order_scorer perplexity: 'embedded', a Hub id or a path."},
+        metadata={"help": "Reference model for --order_scorer model_nll: 'embedded', a Hub id or a path."},
     )
     order_text_column: str = field(
         default="text", metadata={"help": "Column the scorer reads (conversations: their joined contents)."}

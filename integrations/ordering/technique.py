@@ -61,7 +61,7 @@ class OrderingTechnique(Technique):
                 raise KeyError(
                     f"--order_score {args.order_score!r} is not a column of the train dataset (columns: "
                     f"{dataset.column_names}); pass the column that holds the scores, or --order_scorer "
-                    "perplexity|compression to compute it"
+                    "model_nll|compression to compute it"
                 )
             first = training_args.main_process_first(desc="scoring") if training_args is not None else None
             with first if first is not None else contextlib.nullcontext():

@@ -36,3 +36,21 @@ def test_hff_order_names_a_missing_score_column(tmp_path, capsys):
     assert main(["order", "--dataset_name", str(data)]) == 2
     err = capsys.readouterr().err
     assert "--score 'score' is not a column" in err and "--scorer" in err
+
+
+def test_hff_order_scores_with_model_nll_and_reuses_the_cache(tmp_path, capsys, tiny_llama_dir):
+    from conftest import TINY_TEXTS
+
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TINY_TEXTS[:12]))
+    argv = ["order", "--dataset_name", str(data), "--scorer", "model_nll", "--score_model", str(tiny_llama_dir),
+            "--score_max_length", "16", "--score_cache_dir", str(tmp_path / "cache"), "--batch_size", "4",
+            "--methods", "sorting", "--save_to", str(tmp_path / "sorted.jsonl")]  # fmt: skip
+    assert main(argv) == 0
+    assert "12 samples, score 'score'" in capsys.readouterr().out
+    (key,) = list((tmp_path / "cache").iterdir())
+    assert [p.name for p in key.iterdir()] == ["chunk-000000.npy"]
+    scores = [json.loads(line)["score"] for line in (tmp_path / "sorted.jsonl").read_text().splitlines()]
+    assert scores == sorted(scores) and np.isfinite(scores).all()
+    mtime = (key / "chunk-000000.npy").stat().st_mtime_ns
+    assert main(argv) == 0 and (key / "chunk-000000.npy").stat().st_mtime_ns == mtime  # read back, not redone
