@@ -1,6 +1,6 @@
 """hf_fundamentals' attention backends in transformers' ``AttentionInterface``, registered when this package is
 imported: the approximate references (``hff_blocksparse``, ``hff_lowrank``) with per-model settings, Preisach
-attention (``hff_preisach``, hybrid per layer) and the mask recognition they share.
+attention (``hff_preisach``, hybrid per layer), page-sparse decoding (``hff_sparse_decode``) and the mask recognition they share.
 
 Modules: ``flags`` (``AttentionFlags``), ``approx``, ``masks``, ``preisach`` (the function), ``preisach_model``
 (``add_preisach``, ``load_preisach_model``), ``technique``. The references are :mod:`hf_fundamentals.attention`;
@@ -37,20 +37,30 @@ _EXPORTS = {
     "preisach_layers": "preisach_model",
     "set_preisach_temperature": "preisach_model",
     "AttentionFlags": "flags",
+    "SPARSE_DECODE": "sparse_decode",
+    "SparseDecodeCache": "sparse_decode",
+    "SparseDecodeSettings": "sparse_decode",
+    "register_sparse_decode": "sparse_decode",
+    "set_sparse_decode": "sparse_decode",
+    "set_sparse_decode_settings": "sparse_decode",
+    "sparse_decode_attention_forward": "sparse_decode",
+    "sparse_stats": "sparse_decode",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)
 
 
 def _register_on_import() -> None:
-    """Importing this package makes ``attn_implementation="hff_blocksparse" | "hff_lowrank" | "hff_preisach"``
+    """Importing this package makes ``attn_implementation="hff_blocksparse" | "hff_lowrank" | "hff_preisach" | "hff_sparse_decode"``
     resolve in ``from_pretrained`` (they are registered in transformers' ``AttentionInterface`` and
     ``AttentionMaskInterface``; idempotent)."""
     from hf_fundamentals.integrations.attention.approx import register_attention
     from hf_fundamentals.integrations.attention.preisach import register_preisach
+    from hf_fundamentals.integrations.attention.sparse_decode import register_sparse_decode
 
     register_attention()
     register_preisach()
+    register_sparse_decode()
 
 
 _register_on_import()

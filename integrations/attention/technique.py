@@ -13,7 +13,12 @@ class AttentionTechnique(Technique):
     name = "attention"
     title = "attention backends (approximate, Preisach)"
     flags = AttentionFlags
-    hf_names = (("attention", "hff_blocksparse"), ("attention", "hff_lowrank"), ("attention", "hff_preisach"))
+    hf_names = (
+        ("attention", "hff_blocksparse"),
+        ("attention", "hff_lowrank"),
+        ("attention", "hff_preisach"),
+        ("attention", "hff_sparse_decode"),
+    )
 
     def describe(self, args: Any) -> str:
         knob = (
@@ -26,9 +31,11 @@ class AttentionTechnique(Technique):
     def register_hf(self) -> None:
         from hf_fundamentals.integrations.attention.approx import register_attention
         from hf_fundamentals.integrations.attention.preisach import register_preisach
+        from hf_fundamentals.integrations.attention.sparse_decode import register_sparse_decode
 
         register_attention()
         register_preisach()
+        register_sparse_decode()
 
     def model_init_kwargs(self, args: Any) -> dict[str, Any]:
         return {"attn_implementation": args.attn_implementation()}
