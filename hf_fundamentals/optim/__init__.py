@@ -1,9 +1,17 @@
 """Muon for every parameter layout: role-based routing, per-expert orthogonalization, distributed-correct."""
 
-from hf_fundamentals.optim.muon import MuonAdamW, lr_adjustment, orthogonalize
+from hf_fundamentals.optim.muon import (
+    MuonAdamW,
+    balanced_owners,
+    lr_adjustment,
+    ns_cost,
+    orthogonalize,
+    orthogonalize_many,
+)
 from hf_fundamentals.optim.newton_schulz import (
     POLAR_EXPRESS_COEFFICIENTS,
     QUINTIC_COEFFICIENTS,
+    gram_newton_schulz,
     newton_schulz,
     regularized_polar,
     schatten_power,
@@ -22,10 +30,14 @@ __all__ = [
     "POLAR_EXPRESS_COEFFICIENTS",
     "ParamRoute",
     "QUINTIC_COEFFICIENTS",
+    "balanced_owners",
+    "gram_newton_schulz",
     "lr_adjustment",
     "muon_param_groups",
     "newton_schulz",
+    "ns_cost",
     "orthogonalize",
+    "orthogonalize_many",
     "regularized_polar",
     "route_parameters",
     "routing_summary",

@@ -11,17 +11,28 @@ Muon step for a parameter W with gradient G (all in fp32; ``.grad`` is never mod
     O <- map(U) per logical matrix (per expert, per fused block), times the lr adjustment of its shape
     W <- W (1 - lr * weight_decay) - lr * O       (decay uses the unadjusted lr, as every reference does)
 
-Distributed: with plain tensors and an initialized process group of several ranks (DDP), each rank
-orthogonalizes every world_size-th matrix and broadcasts it, so the work is split and every rank ends with
-identical weights. With FSDP2 ``DTensor`` parameters, an expert stack sharded on the expert dim is
-orthogonalized locally (whole experts live on one rank); any other matrix is gathered whole to an owner
-rank, orthogonalized there and scattered back, because Newton-Schulz on a shard computes a different
-(wrong) update. Flattened parameters (FSDP1, DeepSpeed ZeRO) are refused at the first step.
+Batching: the map runs once per shape group. Every logical matrix (expert, fused block) is turned wide
+(rows <= cols; the map commutes with transposition), and all matrices of one shape and one setting are
+stacked into a single batched call, so the 28 hidden matrices of a 4-layer Llama (q/k/v/o square, gate/up/down
+192x512 once turned wide) make 2 calls instead of 28. The AdamW part goes through torch's foreach AdamW for
+fp32 parameters.
+
+Distributed: with plain tensors and an initialized process group of several ranks (DDP), the matrices are
+assigned to ranks by Newton-Schulz cost (longest first, to the least-loaded rank; an expert stack is cut into
+chunks of experts first), each rank runs its share batched and broadcasts the results, so every rank ends
+with identical weights. With FSDP2 ``DTensor``
+parameters, an expert stack sharded on the expert dim is orthogonalized locally (whole experts live on one
+rank); any other matrix is gathered whole to its owner rank (same cost-balanced assignment), orthogonalized
+there and scattered back, because Newton-Schulz on a shard computes a different (wrong) update. Flattened
+parameters (FSDP1, DeepSpeed ZeRO), DTensor placements other than Shard/Replicate, and plain parameters
+that differ across ranks (a hand-made tensor-parallel shard) are refused at the first step.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,12 +40,20 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from hf_fundamentals.optim.newton_schulz import NS_METHODS, newton_schulz, regularized_polar, schatten_power
+from hf_fundamentals.optim.newton_schulz import (
+    NS_METHODS,
+    newton_schulz,
+    regularized_polar,
+    schatten_power,
+)
+
+logger = logging.getLogger("hf_fundamentals.optim")
 
 MODES = ("polar", "regularized", "htmuon")
 ADJUST_LR = ("original", "match_rms_adamw", "spectral_norm", "none")
 LAYOUTS = ("out_in", "in_out")
 DISTRIBUTED = ("auto", "replicated", "none")
+GRAM_NS = ("auto", "on", "off")
 _DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -94,12 +113,18 @@ class MuonAdamW(torch.optim.Optimizer):
         ns_method, ns_steps, ns_dtype: the Newton-Schulz schedule ("quintic" or "polar_express"), its
             number of steps and its dtype ("auto": bf16 on GPU, fp32 on CPU where bf16 matmul is ~10x
             slower; or "bfloat16", "float16", "float32").
+        gram_ns: Gram Newton-Schulz (the iteration on the small Gram side, restarted every 3 steps) for
+            matrices where it saves FLOPs (aspect ratio above 2.5 at 5 steps). "auto": when NS runs in fp32,
+            where it matches plain NS to 2e-5; "on" (also in bf16); "off".
         adjust_lr: "match_rms_adamw", "original", "spectral_norm" or "none" (see :func:`lr_adjustment`).
         betas, eps: AdamW's.
         distributed: "auto" (split Newton-Schulz work across ranks when a process group of several ranks is
             initialized and parameters are replicated, as under DDP; DTensor parameters are always handled
             shard-correctly), "replicated" (same, and insist on it), "none" (every rank computes everything;
             for parameters that differ across ranks).
+        batched: one map call per shape group (default); False runs one call per parameter (the reference
+            the batched path is tested against).
+        foreach: torch's foreach AdamW for fp32 parameters (default); False: a per-parameter loop.
     """
 
     def __init__(
@@ -114,6 +139,7 @@ class MuonAdamW(torch.optim.Optimizer):
         ns_method: str = "quintic",
         ns_steps: int = 5,
         ns_dtype: str = "auto",
+        gram_ns: str = "auto",
         reg_eps: float = 1e-2,
         reg_steps: int = 20,
         ht_power: float = 0.125,
@@ -121,6 +147,8 @@ class MuonAdamW(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         distributed: str = "auto",
+        batched: bool = True,
+        foreach: bool = True,
     ) -> None:
         if distributed not in DISTRIBUTED:
             raise ValueError(f"distributed={distributed!r}; accepted: {', '.join(DISTRIBUTED)}")
@@ -133,6 +161,7 @@ class MuonAdamW(torch.optim.Optimizer):
             ns_method=ns_method,
             ns_steps=ns_steps,
             ns_dtype=ns_dtype,
+            gram_ns=gram_ns,
             reg_eps=reg_eps,
             reg_steps=reg_steps,
             ht_power=ht_power,
@@ -153,6 +182,12 @@ class MuonAdamW(torch.optim.Optimizer):
                 "hf_fundamentals.optim.muon_param_groups(model) or pass [{'params': [...], 'use_muon': True}, ...]"
             )
         self.distributed = distributed
+        self.batched = batched
+        self.foreach = foreach
+        self.ns_stats: dict[str, Any] = {}
+        """Newton-Schulz work of the last step on this rank: matrices, tensors, map calls, est. FLOPs, seconds."""
+        self._announced = False
+        self._checked_replicas = False
         super().__init__(groups, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -171,6 +206,7 @@ class MuonAdamW(torch.optim.Optimizer):
             "adjust_lr": ADJUST_LR,
             "layout": LAYOUTS,
             "ns_dtype": tuple(_DTYPES),
+            "gram_ns": GRAM_NS,
         }
         for key, accepted in checks.items():
             if group[key] not in accepted and not (key == "adjust_lr" and group[key] is None):
@@ -192,11 +228,15 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @staticmethod
     def _check_muon_param(p: Tensor, where: str) -> None:
-        if hasattr(p, "ds_id") or hasattr(p, "ds_shape"):
+        if any(hasattr(p, a) for a in ("ds_id", "ds_status", "ds_shape")) or p.numel() == 0:
+            # DeepSpeed ZeRO-3 (zero.Init) replaces each parameter's data by an empty placeholder and keeps the
+            # real shape in ds_shape; Muon on it would see nothing (DeepSpeed issue 8438: Muon became SGD).
+            shape = tuple(getattr(p, "ds_shape", None) or p.shape)
             raise RuntimeError(
-                f"{where}: a parameter is managed by DeepSpeed ZeRO (it has ds_shape {getattr(p, 'ds_shape', '?')}"
-                "); its tensor is a flat partition, so Muon cannot see the matrix. Use FSDP2 (fsdp_version: 2) "
-                "or DDP with MuonAdamW, or DeepSpeed's own Muon."
+                f"{where}: a Muon parameter of shape {shape} is partitioned by DeepSpeed ZeRO (ds_status "
+                f"{getattr(p, 'ds_status', 'n/a')}, local tensor {tuple(p.shape)}); Muon needs the whole matrix "
+                "and cannot orthogonalize a ZeRO partition. Build the model without deepspeed.zero.Init and use "
+                "DDP or FSDP2 (fsdp_version: 2) with MuonAdamW, or DeepSpeed's own Muon on ZeRO stage 1/2."
             )
         if getattr(p, "_is_flat_param", False) or p.ndim < 2:
             raise RuntimeError(
@@ -204,6 +244,16 @@ class MuonAdamW(torch.optim.Optimizer):
                 "here means a flattened parameter (FSDP1 flat params, DeepSpeed ZeRO): use FSDP2 "
                 "(fsdp_version: 2) or DDP, or route this tensor to AdamW."
             )
+        if _is_dtensor(p):
+            from torch.distributed.tensor import Replicate, Shard
+
+            odd = [pl for pl in p.placements if type(pl) not in (Shard, Replicate)]
+            if odd:
+                raise RuntimeError(
+                    f"{where}: a Muon parameter is a DTensor with placements {tuple(p.placements)}; MuonAdamW "
+                    "understands Shard(d) and Replicate (FSDP2 fully_shard, replicate). Use FSDP2 without "
+                    "tensor parallelism on Muon matrices, or route this tensor to AdamW."
+                )
 
     # ------------------------------------------------------------------ step
     @torch.no_grad()
@@ -224,20 +274,74 @@ class MuonAdamW(torch.optim.Optimizer):
                     if p.grad.is_sparse:
                         raise RuntimeError(f"{where}: Muon does not support sparse gradients")
                     muon_work.append((group, p))
-            else:
+        if not self._announced:  # after the checks, so a refused layout fails with its own message
+            self._announced = True
+            if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+                none = not any(g["use_muon"] and g["params"] for g in self.param_groups)
+                # no Muon parameter at all means this is plain AdamW: say so louder than the usual summary
+                logger.log(logging.WARNING if none else logging.INFO, self.describe_routing())
+        for group in self.param_groups:
+            if not group["use_muon"]:
                 self._adamw_group(group)
         self._muon(muon_work)
         return loss
 
+    def describe_routing(self) -> str:
+        """One line: what goes to Muon and AdamW (tensors, values, roles), lr scaling, map, batching."""
+        muon_n = muon_values = adam_n = adam_values = 0
+        muon_roles: set[str] = set()
+        adam_roles: set[str] = set()
+        scales: list[float] = []
+        lrs: set[float] = set()
+        shapes: set[tuple] = set()
+        settings = None
+        for group in self.param_groups:
+            params = list(group["params"])
+            values = sum(p.numel() for p in params)
+            roles = {r for r in str(group.get("role") or "").split(",") if r}
+            if group["use_muon"]:
+                muon_n += len(params)
+                muon_values += values
+                muon_roles |= roles
+                lrs.add(float(group["lr"]))
+                settings = group
+                for p in (p for p in params if p.ndim >= 2):
+                    for _batch, rows, cols in _logical_shapes(tuple(p.shape), group):
+                        scales.append(lr_adjustment(group["adjust_lr"], rows, cols))
+                        shapes.add((min(rows, cols), max(rows, cols)))
+            else:
+                adam_n += len(params)
+                adam_values += values
+                adam_roles |= roles
+        adam = f"AdamW {adam_n} tensors / {adam_values:,} values" + (
+            f" ({','.join(sorted(adam_roles))})" if adam_roles else ""
+        )
+        if settings is None or not scales:
+            return f"MuonAdamW routing: Muon 0 tensors (every parameter trains with AdamW); {adam}"
+        lr = ",".join(f"{v:g}" for v in sorted(lrs))
+        scale = (
+            f"x{min(scales):.3g}" if min(scales) == max(scales) else f"x{min(scales):.3g}..{max(scales):.3g}"
+        )
+        mode = settings["mode"]
+        if mode == "polar":
+            mode = f"{settings['ns_method']} x{settings['ns_steps']} ns_dtype={settings['ns_dtype']}"
+            mode += f" gram_ns={settings['gram_ns']}"
+        return (
+            f"MuonAdamW routing: Muon {muon_n} tensors / {muon_values:,} values"
+            + (f" ({','.join(sorted(muon_roles))})" if muon_roles else "")
+            + f", lr {lr} scaled {scale} (adjust_lr={settings['adjust_lr']}), {mode}, "
+            + f"{len(shapes)} shape groups{' batched' if self.batched else ''}; {adam}"
+        )
+
     def _adamw_group(self, group: dict[str, Any]) -> None:
         beta1, beta2 = group["betas"]
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        fast: tuple[list[Tensor], ...] = ([], [], [], [], [])
         for p in group["params"]:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError("MuonAdamW's AdamW part does not support sparse gradients")
-            grad = p.grad.float()
             state = self.state[p]
             if not state:
                 state["step"] = torch.tensor(0.0)
@@ -247,6 +351,13 @@ class MuonAdamW(torch.optim.Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(
                     p, dtype=torch.float32, memory_format=torch.preserve_format
                 )
+            if self.foreach and p.dtype == torch.float32 and p.grad.dtype == torch.float32:
+                for bucket, t in zip(
+                    fast, (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"]), strict=True
+                ):
+                    bucket.append(t)
+                continue
+            grad = p.grad.float()
             state["step"] += 1
             step = float(state["step"])
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
@@ -259,6 +370,24 @@ class MuonAdamW(torch.optim.Optimizer):
                 p.mul_(1 - lr * wd)
             update = exp_avg / denom
             p.add_(update.to(p.dtype), alpha=-lr / bias1)
+        if fast[0]:
+            # torch's own multi-tensor AdamW (same update as the loop above, one kernel per op for all tensors)
+            from torch.optim.adam import adam
+
+            adam(
+                *fast[:4],
+                [],
+                fast[4],
+                foreach=True,
+                decoupled_weight_decay=True,
+                amsgrad=False,
+                beta1=beta1,
+                beta2=beta2,
+                lr=lr,
+                weight_decay=wd,
+                eps=eps,
+                maximize=False,
+            )
 
     def _momentum_input(self, group: dict[str, Any], p: Tensor) -> Tensor:
         state = self.state[p]
@@ -277,56 +406,157 @@ class MuonAdamW(torch.optim.Optimizer):
             p.mul_(1 - lr * wd)
         p.add_(update.to(p.dtype), alpha=-lr)
 
+    def _orthogonalize(self, items: list[tuple[dict[str, Any], Tensor, Tensor]]) -> list[Tensor]:
+        """Muon directions for (group, p, u) items on this rank, batched per shape group; records ns_stats."""
+        started = time.perf_counter()
+        groups, updates = [it[0] for it in items], [it[2] for it in items]
+        if self.batched:
+            outs, calls = orthogonalize_many(updates, groups, return_calls=True)
+        else:
+            outs, calls = [orthogonalize(u, g) for u, g in zip(updates, groups, strict=True)], len(items)
+        stats = self.ns_stats
+        stats["tensors"] += len(items)
+        stats["matrices"] += sum(
+            b for g, u in zip(groups, updates, strict=True) for b, _, _ in _logical_shapes(tuple(u.shape), g)
+        )
+        stats["flops"] += sum(ns_cost(tuple(u.shape), g) for g, u in zip(groups, updates, strict=True))
+        stats["calls"] += calls
+        stats["seconds"] += time.perf_counter() - started
+        return outs
+
     def _muon(self, work: list[tuple[dict[str, Any], Tensor]]) -> None:
+        self.ns_stats = {"tensors": 0, "matrices": 0, "flops": 0.0, "calls": 0, "seconds": 0.0}
         if not work:
             return
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        local: list[tuple[dict[str, Any], Tensor, Tensor]] = []
         replicated: list[tuple[dict[str, Any], Tensor, Tensor]] = []
-        sharded = 0  # DTensor matrices seen so far: the owner of the i-th is rank i % world on every rank
+        sharded: list[tuple[dict[str, Any], Tensor, Tensor]] = []
         for group, p in work:
             u = self._momentum_input(group, p)
             if _is_dtensor(p):
-                self._apply(group, p, self._dtensor_update(group, p, u, sharded))
-                sharded += 1
+                sharded.append((group, p, u))
             elif world > 1 and self.distributed != "none":
                 replicated.append((group, p, u))
             else:
-                self._apply(group, p, orthogonalize(u, group))
+                local.append((group, p, u))
+        if local:
+            for (group, p, _u), out in zip(local, self._orthogonalize(local), strict=True):
+                self._apply(group, p, out)
         if replicated:
             self._replicated_step(replicated, world)
+        if sharded:
+            owners = balanced_owners([ns_cost(tuple(p.shape), g) for g, p, _u in sharded], world)
+            for (group, p, u), owner in zip(sharded, owners, strict=True):
+                self._apply(group, p, self._dtensor_update(group, p, u, owner))
+
+    def _check_replicated(self, items: list[tuple[dict[str, Any], Tensor, Tensor]]) -> None:
+        """Once: plain parameters must be identical on every rank (DDP) for the split to be correct."""
+        self._checked_replicas = True
+        sums = torch.stack([p.detach().double().sum() for _g, p, _u in items])
+        lo, hi = sums.clone(), sums.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        if not torch.equal(lo, hi):
+            bad = int((lo != hi).nonzero()[0])
+            raise RuntimeError(
+                f"MuonAdamW: Muon parameter {bad} (shape {tuple(items[bad][1].shape)}) differs across ranks, so it "
+                "is not a DDP replica: a hand-sharded (tensor-parallel) weight is a layout Muon cannot "
+                "orthogonalize. Use FSDP2 DTensors or DDP, or pass distributed='none' if each rank trains its "
+                "own model."
+            )
 
     def _replicated_step(self, items: list[tuple[dict[str, Any], Tensor, Tensor]], world: int) -> None:
-        """DDP: every rank holds the same gradients; rank i % world computes matrix i, then broadcasts it."""
+        """DDP: every rank holds the same gradients; each orthogonalizes its cost-balanced share, then broadcasts.
+
+        The unit of work is a tensor, or a contiguous chunk of experts of a 3-D (or higher) expert stack, so
+        one large MoE stack is split across ranks instead of landing on one of them.
+        """
+        if not self._checked_replicas:
+            self._check_replicated(items)
         rank = dist.get_rank()
-        updates = []
+        units: list[tuple[int, slice]] = []
         for i, (group, _p, u) in enumerate(items):
-            owner = i % world
-            out = orthogonalize(u, group) if owner == rank else torch.empty_like(u)
-            updates.append(out)
-        handles = [dist.broadcast(out, src=i % world, async_op=True) for i, out in enumerate(updates)]
+            if u.ndim >= 3 and not group["flatten"] and u.shape[0] > 1:
+                bounds = [
+                    round(k * u.shape[0] / min(world, u.shape[0])) for k in range(min(world, u.shape[0]) + 1)
+                ]
+                units += [(i, slice(a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
+            else:
+                units.append((i, slice(None)))
+        costs = [ns_cost(tuple(items[i][2][sl].shape), items[i][0]) for i, sl in units]
+        owners = balanced_owners(costs, world)
+        updates: list[Tensor] = [torch.empty_like(u, dtype=torch.float32) for _g, _p, u in items]
+        mine = [k for k, owner in enumerate(owners) if owner == rank]
+        work = [(items[units[k][0]][0], None, items[units[k][0]][2][units[k][1]]) for k in mine]
+        for k, out in zip(mine, self._orthogonalize(work), strict=True):
+            i, sl = units[k]
+            updates[i][sl] = out
+        handles = [
+            dist.broadcast(updates[i][sl], src=owners[k], async_op=True) for k, (i, sl) in enumerate(units)
+        ]
         for handle in handles:
             handle.wait()
         for (group, p, _u), out in zip(items, updates, strict=True):
             self._apply(group, p, out)
 
-    def _dtensor_update(self, group: dict[str, Any], p: Tensor, u: Tensor, index: int) -> Tensor:
+    def _dtensor_update(self, group: dict[str, Any], p: Tensor, u: Tensor, owner: int) -> Tensor:
         """Shard-correct Muon update for an FSDP2 DTensor parameter, returned as a DTensor like ``p``."""
         from torch.distributed.tensor import DTensor, Replicate, Shard
 
         mesh, placements = p.device_mesh, p.placements
         if mesh.ndim == 1 and placements[0] == Shard(0) and p.ndim >= 3 and not group["flatten"]:
             # expert stack sharded on the expert dim: each rank holds whole experts, no communication
-            local = orthogonalize(u.to_local(), group)
+            local = self._orthogonalize([(group, p, u.to_local())])[0]
             return DTensor.from_local(local, mesh, placements, shape=p.shape, stride=p.stride())
         if mesh.ndim == 1 and placements[0] == Shard(0):
-            local = _owner_compute(u.to_local(), p.shape, mesh.get_group(), group, index)
+            local = _owner_compute(u.to_local(), p.shape, mesh.get_group(), group, owner, self._orthogonalize)
             if local is not None:
                 return DTensor.from_local(local, mesh, placements, shape=p.shape, stride=p.stride())
-        full = orthogonalize(u.full_tensor(), group)
+        # any other Shard/Replicate layout: gather the whole matrix everywhere (correct, not split)
+        full = self._orthogonalize([(group, p, u.full_tensor())])[0]
         replicated = DTensor.from_local(
             full, mesh, [Replicate()] * mesh.ndim, shape=p.shape, stride=p.stride()
         )
         return replicated.redistribute(mesh, placements)
+
+
+def _logical_shapes(shape: tuple[int, ...], group: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """(batch, rows, cols) of each logical block a tensor of ``shape`` is read as under ``group``."""
+    if group["flatten"]:
+        shape = (shape[0], math.prod(shape[1:]))
+    rows, cols = (shape[-1], shape[-2]) if group["layout"] == "in_out" else (shape[-2], shape[-1])
+    batch = math.prod(shape[:-2])
+    if group["split_sizes"] is not None:
+        return [(batch, r, cols) for r in group["split_sizes"]]
+    if group["split_interleave"] is not None:
+        k = group["split_interleave"]
+        return [(batch, rows // k, cols)] * k
+    return [(batch, rows, cols)]
+
+
+def ns_cost(shape: tuple[int, ...], group: dict[str, Any]) -> float:
+    """Estimated FLOPs of one Muon map of a tensor of ``shape`` (Newton-Schulz on the wide side)."""
+    steps = group["ns_steps"] if group["mode"] == "polar" else group.get("reg_steps", 20)
+    total = 0.0
+    for batch, rows, cols in _logical_shapes(shape, group):
+        m, n = min(rows, cols), max(rows, cols)
+        total += batch * steps * (4.0 * m * m * n + 2.0 * m**3)
+    return total
+
+
+def balanced_owners(costs: list[float], world: int) -> list[int]:
+    """Rank of each item: longest-processing-time first, each to the least-loaded rank (ties: lowest rank).
+
+    Deterministic from the costs alone, so every rank computes the same assignment without communicating.
+    """
+    loads = [0.0] * world
+    owners = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        rank = min(range(world), key=lambda r: (loads[r], r))
+        owners[i] = rank
+        loads[rank] += costs[i]
+    return owners
 
 
 def _shard_rows(n: int, world: int) -> list[int]:
@@ -336,14 +566,13 @@ def _shard_rows(n: int, world: int) -> list[int]:
 
 
 def _owner_compute(
-    local: Tensor, shape: torch.Size, pg: Any, group: dict[str, Any], index: int
+    local: Tensor, shape: torch.Size, pg: Any, group: dict[str, Any], owner: int, compute: Any
 ) -> Tensor | None:
     """Gather a Shard(0) matrix whole on one owner rank, orthogonalize it there, scatter the rows back."""
     world, rank = dist.get_world_size(pg), dist.get_rank(pg)
     rows = _shard_rows(shape[0], world)
     if local.shape[0] != rows[rank]:
         return None  # not the layout we expect: caller falls back to gathering everywhere
-    owner = index % world
     owner_global = dist.get_global_rank(pg, owner)
     size = max(rows)
     padded = local.new_zeros((size, *local.shape[1:]))
@@ -353,7 +582,7 @@ def _owner_compute(
     pieces = None
     if rank == owner:
         full = torch.cat([piece[:r] for piece, r in zip(gathered, rows, strict=True)])
-        out = orthogonalize(full, group)
+        out = compute([(group, None, full)])[0]
         pieces, start = [], 0
         for r in rows:
             piece = out.new_zeros((size, *out.shape[1:]))
@@ -381,34 +610,42 @@ def _split_blocks(m: Tensor, group: dict[str, Any]) -> list[Tensor]:
     return [m]
 
 
-def _map(block: Tensor, group: dict[str, Any]) -> Tensor:
+def _map_key(group: dict[str, Any], device: torch.device) -> tuple:
+    """The settings that define a group's map: blocks with equal keys (and shapes) share one batched call."""
     if group["mode"] == "polar":
-        dtype = ns_dtype_for(group["ns_dtype"], block.device)
-        out = newton_schulz(block, group["ns_method"], group["ns_steps"], dtype)
-    elif group["mode"] == "regularized":
-        out = regularized_polar(block, group["reg_eps"], group["reg_steps"])
-    else:
-        out = schatten_power(block, group["ht_power"])
+        dtype = ns_dtype_for(group["ns_dtype"], device)
+        gram_ns = group.get("gram_ns", "auto")
+        gram = gram_ns == "on" or (gram_ns == "auto" and dtype == torch.float32)
+        return ("polar", group["ns_method"], group["ns_steps"], dtype, gram)
+    if group["mode"] == "regularized":
+        return ("regularized", group["reg_eps"], group["reg_steps"])
+    return ("htmuon", group["ht_power"])
+
+
+def _raw_map(block: Tensor, key: tuple) -> Tensor:
+    """The map (no lr adjustment) of each trailing 2-D slice of ``block``."""
+    if key[0] == "polar":
+        return newton_schulz(block, key[1], key[2], key[3], gram=key[4])
+    if key[0] == "regularized":
+        return regularized_polar(block, key[1], key[2])
+    return schatten_power(block, key[1])
+
+
+def _map(block: Tensor, group: dict[str, Any]) -> Tensor:
+    out = _raw_map(block, _map_key(group, block.device))
     return out * lr_adjustment(group["adjust_lr"], block.size(-2), block.size(-1))
 
 
-def orthogonalize(update: Tensor, group: dict[str, Any]) -> Tensor:
-    """The Muon direction (fp32, same shape as ``update``) for one parameter under its group's settings.
-
-    Reads the tensor as logical (out, in) matrices: transposed for ``layout="in_out"``, flattened for conv,
-    batched over leading dims (experts), split into fused blocks along the output dim; each block gets its
-    own map and its own lr adjustment from its own shape. Same-shape blocks go through one batched call.
-    """
+def _logical_view(update: Tensor, group: dict[str, Any]) -> tuple[Tensor, list[Tensor]]:
     m = update.float()
     if group["flatten"]:
         m = m.reshape(m.shape[0], -1)
     if group["layout"] == "in_out":
         m = m.mT
-    blocks = _split_blocks(m, group)
-    if len(blocks) > 1 and all(b.shape == blocks[0].shape for b in blocks):
-        outs = list(_map(torch.stack(blocks), group).unbind(0))
-    else:
-        outs = [_map(b, group) for b in blocks]
+    return m, _split_blocks(m, group)
+
+
+def _assemble(outs: list[Tensor], m: Tensor, update: Tensor, group: dict[str, Any]) -> Tensor:
     if len(outs) == 1:
         out = outs[0]
     elif group["split_interleave"] is not None:
@@ -420,3 +657,55 @@ def orthogonalize(update: Tensor, group: dict[str, Any]) -> Tensor:
     if group["layout"] == "in_out":
         out = out.mT
     return out.reshape(update.shape).contiguous()
+
+
+def orthogonalize(update: Tensor, group: dict[str, Any]) -> Tensor:
+    """The Muon direction (fp32, same shape as ``update``) for one parameter under its group's settings.
+
+    Reads the tensor as logical (out, in) matrices: transposed for ``layout="in_out"``, flattened for conv,
+    batched over leading dims (experts), split into fused blocks along the output dim; each block gets its
+    own map and its own lr adjustment from its own shape. Same-shape blocks go through one batched call.
+    This is the per-parameter path; :func:`orthogonalize_many` batches across parameters.
+    """
+    m, blocks = _logical_view(update, group)
+    if len(blocks) > 1 and all(b.shape == blocks[0].shape for b in blocks):
+        outs = list(_map(torch.stack(blocks), group).unbind(0))
+    else:
+        outs = [_map(b, group) for b in blocks]
+    return _assemble(outs, m, update, group)
+
+
+def orthogonalize_many(
+    updates: list[Tensor], groups: list[dict[str, Any]], return_calls: bool = False
+) -> Any:
+    """``[orthogonalize(u, g) for u, g in ...]`` with one map call per (wide shape, map settings, device).
+
+    Each logical block is turned wide (rows <= cols; every map commutes with transposition) and flattened
+    to a stack of 2-D slices; same-shape stacks are concatenated and mapped at once, then split back, turned
+    back and scaled by the lr adjustment of their own (out, in) shape. With ``return_calls``, also returns
+    the number of map calls made.
+    """
+    views = [_logical_view(u, g) for u, g in zip(updates, groups, strict=True)]
+    buckets: dict[tuple, list[tuple[int, int, Tensor]]] = {}
+    for i, ((_m, blocks), group) in enumerate(zip(views, groups, strict=True)):
+        for j, block in enumerate(blocks):
+            wide = block.mT if block.size(-2) > block.size(-1) else block
+            flat = wide.reshape(-1, *wide.shape[-2:])
+            key = (_map_key(group, block.device), tuple(flat.shape[-2:]), block.device)
+            buckets.setdefault(key, []).append((i, j, flat))
+    results: list[list[Tensor | None]] = [[None] * len(blocks) for _m, blocks in views]
+    for key, entries in buckets.items():
+        stacked = torch.cat([e[2] for e in entries]) if len(entries) > 1 else entries[0][2]
+        outs = _raw_map(stacked.contiguous(), key[0]).split([e[2].size(0) for e in entries])
+        for (i, j, _flat), out in zip(entries, outs, strict=True):
+            block = views[i][1][j]
+            rows, cols = block.shape[-2:]
+            if rows > cols:
+                out = out.reshape(*block.shape[:-2], cols, rows).mT
+            else:
+                out = out.reshape(block.shape)
+            results[i][j] = out * lr_adjustment(groups[i]["adjust_lr"], rows, cols)
+    done = [
+        _assemble(outs, m, u, g) for (m, _b), outs, u, g in zip(views, results, updates, groups, strict=True)
+    ]
+    return (done, len(buckets)) if return_calls else done
