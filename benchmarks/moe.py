@@ -3,6 +3,8 @@
     python benchmarks/moe.py            # the full benchmark (about 35-45 min on 2 CPU cores)
     python benchmarks/moe.py --quick    # 4 targets, 50-step runs (about 4-5 min)
     python benchmarks/moe.py --smoke    # a < 1 min check of the whole pipeline (writes to /tmp)
+    python benchmarks/moe.py --transfer # transfer regret: 5 seeds x 7 lrs x 1000 steps per shape, SP and µE
+                                        # (resumable; --only_stored analyses what is stored) -> complete_mue.json
 
 Family: Qwen3-MoE targets with the dense Qwen3 as proxy (transformers ``Qwen3MoeForCausalLM`` /
 ``Qwen3ForCausalLM``). The two share every module but the FFN (same attention with q/k-norm, RMSNorm, RoPE), so a
@@ -666,6 +668,301 @@ def section_overlay(runner: Runner, proxy_lr: Mapping[str, float]) -> dict[str, 
     return out
 
 
+# ------------------------------------------------------------------------- transfer regret (controlled noise)
+TRANSFER_TARGETS = _targets(
+    "d128_N8a2h128", "N32a8h16", "N8a2h64", "N32a2h64", "N8a4h64", "d256_N8a2h256"
+)  # run order: the width target where SP is known to drift first, the costliest (d = 256) last
+TRANSFER_PROFILE = replace(PROFILES["default"], name="transfer", seq=64, layers=2)
+TRANSFER_RESULTS = "complete_mue.json"
+COORD_STATEMENT_MODULES = (
+    r"(embed_tokens|layers\.\d+|layers\.\d+\.self_attn|layers\.\d+\.mlp|layers\.\d+\.mlp\.gate|lm_head)$"
+)
+MUE_REGRET_TARGET, SP_REGRET_TARGET = 0.01, 0.03  # nats: µE must stay below on every target, SP exceed on one
+
+
+def transfer_data(
+    eval_tokens: int, seq: int = 64, train_docs: int = 6000
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Training rows and a fixed held-out set of ``eval_tokens`` byte tokens (GCIDE entries not trained on)."""
+    from hf_fundamentals.corpora import build_corpus
+    from hf_fundamentals.integrations.moe.lr_sweep import byte_sequences
+
+    eval_rows = -(-eval_tokens // seq)
+    eval_docs = max(50, int(1.3 * eval_tokens / 400))  # GCIDE entries average about 450 bytes
+    docs = [r["text"] for r in build_corpus(["dictionary"], docs_per_domain=train_docs + eval_docs, seed=0)]
+    held = byte_sequences(docs[:eval_docs], seq)
+    if len(held) < eval_rows:
+        raise ValueError(f"--eval_tokens {eval_tokens}: only {len(held) * seq} held-out tokens")
+    return (
+        byte_sequences(docs[eval_docs:], seq),
+        held[:eval_rows],
+        f"dictionary:{train_docs}+{eval_docs}:seed0",
+    )
+
+
+def _stored_part(sweep: Mapping[str, Any]) -> tuple[dict[str, Any] | None, int, int]:
+    """The sweep restricted to the lrs that have a stored run (an lr that no seed has run yet is dropped: a
+    grid extension not run yet); ``None`` while an lr has some seeds stored and others not, or fewer than 3
+    lrs are complete. Also returns the number of stored runs and the number of runs of the grid so far."""
+    y = np.asarray(sweep["losses"], dtype=float)
+    have = ~np.isnan(y)
+    stored, total = int(have.sum()), int(y.size)
+    cols = have.any(axis=0)
+    if not cols.any() or not have[:, cols].all() or cols.sum() < 3:
+        return None, stored, total
+    keep = np.flatnonzero(cols)
+    part = dict(sweep)
+    part["log2_lrs"] = [sweep["log2_lrs"][i] for i in keep]
+    part["losses"] = y[:, keep].tolist()
+    part["extension_pending"] = bool((~cols).any())
+    return part, stored, total
+
+
+def transfer_coord(
+    param: str, lr: float, settings: Any, batch: torch.Tensor, widths: Sequence[int], experts: Sequence[int],
+    steps: int, seeds: Sequence[int],
+) -> dict[str, Any]:  # fmt: skip
+    """The seeded coordinate check on a fixed batch (mup's ``get_coord_data(nseeds=..., fix_data=True)``)
+    across width d (N8a2, h = d) and across expert count N (d = 64, a = 2, h = 64), each model built exactly as
+    the sweep builds it (``build_run``) at the proxy lr ``lr``, the readout zero-initialized as the mup README
+    advises for a coordinate check; a pass/fail statement per axis (``coord_verdict``: slope of log mean|x|
+    against log d or log N within ±SLOPE_TOLERANCE)."""
+    from hf_fundamentals.integrations.moe.lr_sweep import build_run
+    from hf_fundamentals.moe import coord_check, coord_verdict
+
+    proxy_cfg = hf_config(PROXY, TRANSFER_PROFILE)
+    axes = {
+        "width": {str(d): (d, moe(d, 8, 2, d)) for d in widths},
+        "experts": {str(n): (n, moe(64, n, 2, 64)) for n in experts},
+    }
+    out: dict[str, Any] = {}
+    for axis, keyed in axes.items():
+        if len(keyed) < 2:
+            continue
+        factories, optimizers = {}, {}
+        for key, (_, shape) in keyed.items():
+            holder: dict[str, Any] = {}
+
+            def make(shape=shape, holder=holder) -> torch.nn.Module:
+                model, holder["groups"] = build_run(
+                    proxy_cfg,
+                    hf_config(shape, TRANSFER_PROFILE),
+                    param,
+                    lr,
+                    int(torch.initial_seed()),
+                    settings,
+                )
+                with torch.no_grad():  # mup README: zero readout for a coord check (µP logits vanish at init)
+                    model.lm_head.weight.zero_()
+                return model
+
+            factories[key] = make
+            optimizers[key] = lambda model, holder=holder: torch.optim.AdamW(
+                holder["groups"], lr=lr, betas=BETAS, eps=EPS
+            )
+        cd = coord_check(
+            factories, [batch], steps, optimizers, COORD_STATEMENT_MODULES, seeds=list(seeds), fix_data=True,
+            meta={"param": param, "axis": axis, "lr": lr},
+        )  # fmt: skip
+        verdict = coord_verdict(cd, {k: v[0] for k, v in keyed.items()}, name=f"{param} across {axis}")
+        out[axis] = {
+            "passed": verdict.passed,
+            "statement": verdict.statement,
+            "worst_slope": verdict.worst_slope,
+            "worst_module": verdict.worst_module,
+            "worst_step": verdict.worst_step,
+            "seed_slopes_at_worst": verdict.seed_slopes_at_worst,
+            "keys": list(keyed),
+        }
+    return out
+
+
+def transfer_report(
+    args: argparse.Namespace,
+    sweeps: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    settings: Any,
+    seeds: Sequence[int],
+    train_ids: torch.Tensor,
+    eval_ids: torch.Tensor,
+    data_id: str,
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """Regret and drift with bootstrap intervals (``transfer_table``) on every shape whose runs are all stored,
+    the seeded coordinate check per parameterization, a printed table, and ``complete_mue.json``.
+
+    A shape with runs missing is listed under ``incomplete`` with its count and left out of the table (its
+    fit would rest on fewer seeds than the others'); a parameterization whose proxy is incomplete has no table.
+    """
+    import transformers
+
+    from hf_fundamentals.moe import SLOPE_TOLERANCE, transfer_table
+
+    status: dict[str, dict[str, Any]] = {}
+    usable: dict[str, dict[str, Any]] = {}
+    for param, by_shape in sweeps.items():
+        status[param], usable[param] = {}, {}
+        for name, sweep in by_shape.items():
+            part, stored, total = _stored_part(sweep)
+            status[param][name] = {
+                "complete": part is not None, "runs_stored": stored, "runs_in_grid": total,
+                "log2_lrs": list(sweep["log2_lrs"]), "run_seconds": float(sweep["seconds"]),
+            }  # fmt: skip
+            if part is not None:
+                usable[param][name] = part
+                status[param][name]["extension_pending"] = part["extension_pending"]
+    analysable = {p: s for p, s in usable.items() if PROXY.name in s and len(s) > 1}
+    tab = transfer_table(analysable, PROXY.name, n_boot=args.n_boot) if analysable else None
+
+    coord: dict[str, Any] = {}
+    t0 = time.time()
+    batch = train_ids[: settings.batch_size]
+    for param in args.params:
+        proxy = tab["details"][param] if tab and param in tab["details"] else {}
+        log2_lr = next(iter(proxy.values()))["transferred_log2_lr"] if proxy else args.center_log2
+        coord[param] = transfer_coord(
+            param, 2.0**log2_lr, settings, batch, args.coord_widths, args.coord_experts, args.coord_steps,
+            args.coord_seeds,
+        )  # fmt: skip
+        coord[param] = {"lr_log2": log2_lr, "axes": coord[param]}
+    coord_seconds = time.time() - t0
+
+    regret = {p: (tab["regret_nats"].get(p, {}) if tab else {}) for p in args.params}
+    drift = {p: (tab["drift_log2"].get(p, {}) if tab else {}) for p in args.params}
+    run_seconds = sum(v["run_seconds"] for by in status.values() for v in by.values())
+    runs_stored = sum(v["runs_stored"] for by in status.values() for v in by.values())
+    measured = {p: sorted(regret.get(p, {})) for p in args.params}
+    both = sorted(set(measured.get("sp", [])) & set(measured.get("mue", [])))
+    mue_reg = regret.get("mue", {})
+    sp_reg = regret.get("sp", {})
+    result: dict[str, Any] = {
+        "benchmark": "complete_mue transfer regret (arXiv 2605.23893), benchmarks/moe.py --transfer",
+        "regret_nats": regret,
+        "drift_log2": drift,
+        "max_regret_mue": tab.get("max_regret_mue") if tab else None,  # None: no mue target measured
+        "max_regret_sp": tab.get("max_regret_sp") if tab else None,
+        "coord_check_pass": {
+            p: all(a["passed"] for a in c["axes"].values()) if c["axes"] else None for p, c in coord.items()
+        },
+        "coord_check": coord,
+        "coord_check_tolerance_slope": SLOPE_TOLERANCE,
+        "seeds": list(seeds),
+        "steps": settings.steps,
+        "eval_tokens": int(eval_ids.numel()),
+        "targets_measured": measured,
+        "issue_targets": {
+            "mue_regret_le_0.01_every_target_point": (
+                all(v["point"] <= MUE_REGRET_TARGET for v in mue_reg.values()) if mue_reg else None
+            ),
+            "mue_regret_le_0.01_every_target_upper": (
+                all(v["hi"] <= MUE_REGRET_TARGET for v in mue_reg.values()) if mue_reg else None
+            ),
+            "sp_regret_ge_0.03_some_target_point": (
+                any(v["point"] >= SP_REGRET_TARGET for v in sp_reg.values()) if sp_reg else None
+            ),
+            "sp_regret_ge_0.03_some_target_lower": (
+                any(v["lo"] >= SP_REGRET_TARGET for v in sp_reg.values()) if sp_reg else None
+            ),
+            "on_targets": both,
+            "targets_not_measured": [t.name for t in TRANSFER_TARGETS if t.name not in both],
+        },
+        "drift_half_width_limit_log2": tab["drift_half_width_limit_log2"] if tab else None,
+        "flags": tab["flags"] if tab else [],
+        "status": status,
+        "details": tab["details"] if tab else {},
+        "sweeps": {
+            p: {n: {"log2_lrs": s["log2_lrs"], "losses": s["losses"]} for n, s in by.items()}
+            for p, by in usable.items()
+        },
+        "settings": asdict(settings),
+        "grid": {
+            "center_log2": args.center_log2,
+            "spacing_log2": args.lr_spacing,
+            "points": args.lr_points,
+            "max_points": args.max_lr_points,
+            "margin": 2,
+        },
+        "data": f"GCIDE dictionary via hf_fundamentals.corpora.build_corpus: {data_id}; UTF-8 bytes, vocab 256",
+        "shapes": {PROXY.name: PROXY.describe()} | {t.name: t.describe() for t in ALL_TARGETS},
+        "family": "qwen3 (dense proxy) / qwen3_moe (targets), transformers " + transformers.__version__,
+        "n_boot": args.n_boot,
+        "machine": machine() | {"load_average_at_analysis": list(os.getloadavg())},
+        "cost": {
+            "train_seconds_of_stored_runs": run_seconds,
+            "runs_stored": runs_stored,
+            "coord_check_seconds": coord_seconds,
+            "wall_seconds_this_invocation": wall_seconds + coord_seconds,
+            "note": "train seconds are summed over runs (one thread each, shared 2-core machine, nice 10)",
+        },
+    }
+    print(f"\nTransfer regret ({settings.steps} steps, seeds {list(seeds)}, held-out {eval_ids.numel():,} "
+          f"tokens; {args.n_boot} bootstrap resamples over seeds, 95% percentile intervals)")  # fmt: skip
+    if tab and tab["rows"]:
+        print(table(tab["rows"], tab["header"]))
+        for f in tab["flags"]:
+            print(f"  flag: {f}")
+    else:
+        print("  no target is complete with its proxy yet: nothing to compare")
+    for param, by in status.items():
+        for name, v in by.items():
+            if not v["complete"]:
+                print(f"  incomplete: {param} {name}: {v['runs_stored']} of {v['runs_in_grid']} runs stored")
+    for c in coord.values():
+        for a in c["axes"].values():
+            print(f"  coordinate check at lr 2^{c['lr_log2']:.2f}: {a['statement']}")
+    print(
+        f"cost: {run_seconds / 3600:.2f} h of training in {runs_stored} stored runs; coordinate check "
+        f"{coord_seconds:.0f} s"
+    )
+    out_dir = args.out or HERE / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / TRANSFER_RESULTS
+    path.write_text(json.dumps(_jsonable(result), indent=1))
+    print(f"results in {path}")
+    return result
+
+
+def transfer_main(args: argparse.Namespace) -> dict[str, Any]:
+    """Per-seed LR sweeps of the proxy and the targets under SP and µE (each run stored under ``--store``,
+    default ``runs/moe_transfer/``; a rerun continues), then ``transfer_report``: regret and drift with
+    bootstrap intervals and the seeded coordinate check, written to ``complete_mue.json``."""
+    import transformers
+
+    from hf_fundamentals.integrations.moe.lr_sweep import RunStore, SweepSettings, run_sweeps
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(1)
+    started = time.time()
+    by_name = {t.name: t for t in ALL_TARGETS}
+    names = args.targets or [t.name for t in TRANSFER_TARGETS]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f"--targets: unknown {unknown}; known: {sorted(by_name)}")
+    settings = SweepSettings(
+        steps=args.steps, batch_size=16, seq_len=64, warmup_frac=0.1, weight_decay=WEIGHT_DECAY,
+        init_std=INIT_STD, betas=BETAS, adam_eps=EPS, eval_every=args.eval_every, last_evals=args.last_evals,
+    )  # fmt: skip
+    seeds = tuple(args.seeds or (0, 1, 2, 3, 4))
+    train_ids, eval_ids, data_id = transfer_data(args.eval_tokens, train_docs=args.train_docs)
+    shapes = {PROXY.name: hf_config(PROXY, TRANSFER_PROFILE)} | {
+        n: hf_config(by_name[n], TRANSFER_PROFILE) for n in names
+    }
+    store = RunStore(args.store)
+    deadline = started + 60 * args.max_minutes if args.max_minutes else None
+    print(f"[transfer] {len(train_ids)} training rows, held-out {eval_ids.numel():,} tokens; seeds {list(seeds)}; "
+          f"{settings.steps} steps; shapes {list(shapes)}; runs stored in {store.folder}", flush=True)  # fmt: skip
+    sweeps = run_sweeps(
+        shapes, PROXY.name, params=args.params, seeds=seeds, settings=settings, train_ids=train_ids,
+        eval_ids=eval_ids, store=store, center_log2=args.center_log2, spacing=args.lr_spacing,
+        points=args.lr_points, max_points=args.max_lr_points, margin=2, only_stored=args.only_stored,
+        deadline=deadline, log=lambda m: print(m, flush=True),
+    )  # fmt: skip
+    run_seconds = time.time() - started
+    if args.runs_only:
+        print(f"runs done or stored in {run_seconds:.0f} s")
+        return {}
+    return transfer_report(args, sweeps, settings, seeds, train_ids, eval_ids, data_id, run_seconds)
+
+
 # ------------------------------------------------------------------------------------------------ plots
 def plot_sweeps(result: dict[str, Any], path: Path) -> None:
     import matplotlib
@@ -763,7 +1060,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: by profile)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    t = parser.add_argument_group("transfer regret (--transfer)")
+    size.add_argument(
+        "--transfer", action="store_true", help="per-seed LR sweeps -> regret and drift with intervals"
+    )
+    t.add_argument("--targets", nargs="+", default=None, help="target names (default: the six, in run order)")
+    t.add_argument("--steps", type=int, default=1000, help="optimizer steps per run")
+    t.add_argument("--eval_tokens", type=int, default=64_000, help="fixed held-out tokens")
+    t.add_argument("--eval_every", type=int, default=50, help="steps between the averaged last evaluations")
+    t.add_argument("--last_evals", type=int, default=3, help="evaluations averaged into a run's loss")
+    t.add_argument("--center_log2", type=float, default=-7.0, help="centre of the 7-point log2 lr grid")
+    t.add_argument("--max_minutes", type=float, default=0.0, help="start no run after this (0: no limit)")
+    t.add_argument("--runs_only", action="store_true", help="train and store runs; no analysis")
+    t.add_argument("--n_boot", type=int, default=2000, help="bootstrap resamples over seeds")
+    t.add_argument("--params", nargs="+", choices=PARAMS, default=list(PARAMS), help="parameterizations")
+    t.add_argument("--store", type=Path, default=REPO / "runs" / "moe_transfer", help="folder of stored runs")
+    t.add_argument("--only_stored", action="store_true", help="train nothing: analyse the runs stored so far")
+    t.add_argument("--lr_points", type=int, default=7, help="initial points of the log2 lr grid")
+    t.add_argument("--lr_spacing", type=float, default=0.5, help="log2 lr between grid points")
+    t.add_argument("--max_lr_points", type=int, default=11, help="grid points at most, after extension")
+    t.add_argument("--train_docs", type=int, default=6000, help="GCIDE entries to train on")
+    t.add_argument("--coord_widths", type=int, nargs="+", default=[64, 128, 256, 512], help="coord check d")
+    t.add_argument("--coord_experts", type=int, nargs="+", default=[4, 8, 16, 32], help="coord check N")
+    t.add_argument("--coord_steps", type=int, default=4, help="coordinate-check steps on the fixed batch")
+    t.add_argument("--coord_seeds", type=int, nargs="+", default=[0, 1, 2], help="coordinate-check seeds")
     args = parser.parse_args(argv)
+    if args.transfer:
+        return transfer_main(args)
 
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "default"]
     if args.seeds:
