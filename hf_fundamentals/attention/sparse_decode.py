@@ -119,9 +119,11 @@ def floor_pages(
     """Pages always kept, ``[b, n_pages]`` bool: ``sink_pages`` pages from the one holding the first visible key
     (the sink), and the pages holding the last ``window`` visible keys (recency)."""
     n_p = n_pages(n, page_size)
-    if key_valid is None:
-        first = torch.zeros(b, dtype=torch.long, device=device)
-        last = torch.full((b,), n - 1, dtype=torch.long, device=device)
+    if key_valid is None:  # every key visible: two slices
+        fl = torch.zeros(b, n_p, dtype=torch.bool, device=device)
+        fl[:, :sink_pages] = True
+        fl[:, max(n - max(window, 1), 0) // page_size :] = True
+        return fl
     else:
         pos = torch.arange(n, device=key_valid.device)
         first = torch.where(key_valid, pos, n).amin(-1).clamp(max=n - 1)
@@ -141,6 +143,39 @@ def estimated_page_mass(ub: Tensor, counts: Tensor) -> Tensor:
     return torch.softmax(logw, dim=-1).nan_to_num(0.0)
 
 
+def _select_order(
+    logw: Tensor, visible: Tensor, floors: Tensor, n_kv_heads: int, top_p: float, max_fraction: float
+) -> tuple[Tensor, Tensor]:
+    """``(order, n_keep)``: pages of each KV group, ``[b, h_kv, n_p]``, floors first then by decreasing estimated
+    mass (invisible pages last), and how many of them are kept, ``[b, h_kv]``. The kept pages are always a prefix
+    of ``order`` (the cumulative estimate and the rank only grow along it), so a gather needs no second sort."""
+    b, h_q, n_p = logw.shape
+    if top_p >= 1.0:
+        order = torch.argsort((~visible).to(torch.int8), dim=-1, stable=True)[:, None].expand(
+            b, n_kv_heads, n_p
+        )
+        return order, visible.sum(-1, keepdim=True).expand(b, n_kv_heads)
+    est = torch.softmax(logw, dim=-1).reshape(b, n_kv_heads, h_q // n_kv_heads, n_p).mean(2)
+    fl = (floors & visible)[:, None, :]
+    # floors first (key 2 + est > any non-floor key), then by estimate; invisible pages last
+    key = torch.where(fl, est + 2.0, est).masked_fill(~visible[:, None, :], -1.0)
+    order = torch.argsort(key, dim=-1, descending=True, stable=True)
+    est_sorted = est.gather(-1, order)
+    before = torch.cumsum(est_sorted, -1) - est_sorted  # estimated mass kept before this page
+    n_floor = fl.sum(-1)  # [b, 1]
+    n_vis = visible.sum(-1, keepdim=True)  # [b, 1]
+    cap = torch.ceil(max_fraction * n_vis.to(torch.float32)).long()
+    # non-floor pages kept while the estimate kept before them is < top_p, up to the cap and the visible ones
+    n_mass = (before < top_p).sum(-1)  # a prefix: ``before`` grows along ``order``
+    n_keep = torch.maximum(n_floor, torch.minimum(torch.minimum(n_mass, n_floor + cap), n_vis))
+    return order, n_keep
+
+
+def _keep_mask(order: Tensor, n_keep: Tensor) -> Tensor:
+    rank_ok = torch.arange(order.shape[-1], device=order.device) < n_keep[..., None]
+    return torch.zeros(order.shape, dtype=torch.bool, device=order.device).scatter_(-1, order, rank_ok)
+
+
 def select_pages(
     ub: Tensor,
     counts: Tensor,
@@ -153,26 +188,9 @@ def select_pages(
     """Pages to read, ``keep [b, h_kv, n_p]`` bool: per KV group, the floors, then pages in decreasing order of the
     group-averaged estimated mass until the kept estimate reaches ``top_p`` (the page that crosses it is kept), at
     most ``ceil(max_fraction · visible pages)`` non-floor pages. ``top_p >= 1`` keeps every visible page."""
-    b, h_q, n_p = ub.shape
-    visible = counts > 0  # [b, n_p]
-    if top_p >= 1.0:
-        return visible[:, None, :].expand(b, n_kv_heads, n_p).clone()
-    est = estimated_page_mass(ub, counts).reshape(b, n_kv_heads, h_q // n_kv_heads, n_p).mean(2)
-    fl = (floors & visible)[:, None, :].expand(b, n_kv_heads, n_p)
-    # floors first (key 2 + est > any non-floor key), then by estimate; invisible pages last
-    key = torch.where(fl, est + 2.0, est).masked_fill(~visible[:, None, :], -1.0)
-    order = torch.argsort(key, dim=-1, descending=True, stable=True)
-    est_sorted = est.gather(-1, order)
-    fl_sorted = fl.gather(-1, order)
-    before = torch.cumsum(est_sorted, -1) - est_sorted  # estimated mass kept before this page
-    n_floor = fl.sum(-1, keepdim=True)
-    rank = torch.arange(n_p, device=ub.device)[None, None, :] - n_floor  # rank among non-floor pages
-    cap = torch.ceil(max_fraction * visible.sum(-1).to(torch.float32))[:, None, None]
-    vis_sorted = visible[:, None, :].expand(b, n_kv_heads, n_p).gather(-1, order)
-    keep_sorted = fl_sorted | ((before < top_p) & (rank < cap) & vis_sorted)
-    keep = torch.zeros_like(keep_sorted)
-    keep.scatter_(-1, order, keep_sorted)
-    return keep
+    logw = ub + counts.log()[:, None, :]  # log 0 = -inf: pages without a visible key
+    order, n_keep = _select_order(logw, counts > 0, floors, n_kv_heads, top_p, max_fraction)
+    return _keep_mask(order, n_keep)
 
 
 def select_pages_reference(
@@ -233,6 +251,15 @@ def _paged(x: Tensor, n: int, page_size: int) -> Tensor:
     return x.view(-1, page_size * d)
 
 
+def _gather(pages: Tensor, flat: Tensor, workspace: dict | None, name: str) -> Tensor:
+    if workspace is None:
+        return pages.index_select(0, flat)
+    buf = workspace.get(name)
+    if buf is None or buf.dtype != pages.dtype or buf.device != pages.device:
+        buf = workspace[name] = pages.new_empty(0)
+    return torch.index_select(pages, 0, flat, out=buf)  # resized in place: the storage is reused
+
+
 def sparse_decode_attention(
     query: Tensor,
     key: Tensor,
@@ -248,14 +275,16 @@ def sparse_decode_attention(
     sink_pages: int = 1,
     window: int = 64,
     max_fraction: float = 1.0,
+    workspace: dict | None = None,
 ) -> SparseDecodeOutput:
     """One decode step of page-sparse attention (see the module docstring).
 
     ``key``/``value`` ``[b, h_kv, n_cap, d]`` hold ``n`` real tokens (default ``n_cap``); when ``n_cap`` is a
     multiple of ``page_size`` and the tensors are contiguous (the sparse cache's buffers), pages are gathered
     straight from them with one ``index_select`` per tensor. ``kmin``/``kmax`` ``[b, h_kv, >= n_pages, d]``:
-    the page summaries (computed here from the keys when omitted). Batched torch only: no loop over heads or
-    pages."""
+    the page summaries (computed here from the keys when omitted). ``workspace``: a dict kept by the caller
+    between steps, holding the gather buffers (a fresh multi-MB tensor per step costs page faults on CPU).
+    Batched torch only: no loop over heads or pages."""
     b, h_q, d = query.shape
     h_kv, n_cap = key.shape[1], key.shape[2]
     n = n_cap if n is None else n
@@ -268,41 +297,42 @@ def sparse_decode_attention(
         key_valid = key_valid[:, :n]
     counts = page_counts(key_valid, b, n, page_size, device=query.device)
     floors = floor_pages(key_valid, b, n, page_size, sink_pages, window, device=query.device)
-    qf = query.float()
-    ub = page_upper_bounds(qf, kmin.float(), kmax.float(), scaling)  # [b, h_q, n_p]
-    keep = select_pages(ub, counts, floors, h_kv, top_p=top_p, max_fraction=max_fraction)
+    ub = page_upper_bounds(query.float(), kmin.float(), kmax.float(), scaling)  # [b, h_q, n_p]
+    logw = ub + counts.log()[:, None, :]  # log 0 = -inf: pages without a visible key
+    visible = counts > 0
+    order, n_keep = _select_order(logw, visible, floors, h_kv, top_p, max_fraction)
 
-    # gather the kept pages of each (batch, kv head): pad every group to the largest kept count
-    n_keep = keep.sum(-1)  # [b, h_kv]
+    # gather the kept pages of each (batch, kv head), a prefix of ``order``; ragged groups pad to the largest
     n_sel = int(n_keep.max())
-    idx = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True)[
-        ..., :n_sel
-    ]  # kept pages first, in order
-    slot_ok = torch.arange(n_sel, device=query.device)[None, None, :] < n_keep[..., None]
+    idx = order[..., :n_sel]  # [b, h_kv, n_sel]
     n_p_cap = (n_cap // page_size) if (n_cap % page_size == 0 and key.is_contiguous()) else n_p
     base = (torch.arange(b * h_kv, device=query.device) * n_p_cap).view(b, h_kv, 1)
     flat = (base + idx).reshape(-1)
-    k_sel = _paged(key, n, page_size).index_select(0, flat).view(b, h_kv, n_sel * page_size, d)
-    v_sel = _paged(value, n, page_size).index_select(0, flat).view(b, h_kv, n_sel * page_size, d)
-    pos = (idx[..., None] * page_size + torch.arange(page_size, device=query.device)).reshape(b, h_kv, -1)
-    ok = slot_ok.repeat_interleave(page_size, dim=-1) & (pos < n)
+    k_sel, v_sel = (
+        _gather(_paged(x, n, page_size), flat, workspace, name).view(b, h_kv, n_sel * page_size, d)
+        for x, name in ((key, "k"), (value, "v"))
+    )
+    pos = idx[..., None] * page_size + torch.arange(page_size, device=query.device)  # [b, h_kv, n_sel, P]
+    ok = pos < n
+    if bool((n_keep < n_sel).any()):
+        ok &= (torch.arange(n_sel, device=query.device) < n_keep[..., None])[..., None]
     if key_valid is not None:
-        ok &= key_valid.gather(1, pos.clamp(max=n - 1).reshape(b, -1)).view(b, h_kv, -1)
+        ok &= key_valid.gather(1, pos.clamp(max=n - 1).reshape(b, -1)).view(ok.shape)
 
     g = h_q // h_kv
     q = query.reshape(b, h_kv, g, d)
-    logits = (scaling * (q @ k_sel.transpose(-1, -2))).float()  # [b, h_kv, g, S]
-    logits = logits.masked_fill(~ok[:, :, None, :], NEG_INF)
-    lse = torch.logsumexp(logits, -1)  # [b, h_kv, g]
-    probs = torch.exp(logits - lse[..., None]).nan_to_num(0.0)
-    out = (probs.to(v_sel.dtype) @ v_sel).reshape(b, h_q, d)
+    logits = (q @ k_sel.transpose(-1, -2)).float().mul_(scaling)  # [b, h_kv, g, S]
+    logits.masked_fill_(~ok.view(b, h_kv, 1, -1), NEG_INF)
+    lse = torch.logsumexp(logits, -1, keepdim=True)  # finite: the floors hold a visible key
+    out = (logits.sub_(lse).exp_().to(v_sel.dtype) @ v_sel).reshape(b, h_q, d)
 
-    keep_q = keep.repeat_interleave(g, dim=1)  # [b, h_q, n_p]
-    log_u = torch.logsumexp((ub + counts.log()[:, None, :]).masked_fill(keep_q, NEG_INF), -1)
+    keep = _keep_mask(order, n_keep)  # [b, h_kv, n_p]
     lse_q = lse.reshape(b, h_q)
-    mass_bound = torch.sigmoid(log_u - lse_q).nan_to_num(0.0)  # U / (U + Z_kept); 0 when nothing dropped
-    visible = (counts > 0).sum(-1).clamp(min=1)  # [b]
-    pages_read = float((n_keep.float() / visible[:, None]).mean())
+    dropped = logw.view(b, h_kv, g, n_p).masked_fill(keep[:, :, None], NEG_INF).reshape(b, h_q, n_p)
+    mass_bound = torch.sigmoid(
+        torch.logsumexp(dropped, -1) - lse_q
+    )  # U / (U + Z_kept); 0 when nothing dropped
+    pages_read = float((n_keep.float() / visible.sum(-1, keepdim=True)).mean())
     return SparseDecodeOutput(out.to(query.dtype), keep, mass_bound, pages_read, lse_q)
 
 

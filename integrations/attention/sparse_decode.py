@@ -127,6 +127,7 @@ class SparseDecodeLayer(DynamicLayer):
         self.page_size = page_size
         self.n = 0
         self._k = self._v = self.kmin = self.kmax = None
+        self.workspace: dict = {}  # the decode step's gather buffers, reused between steps
 
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
@@ -319,7 +320,7 @@ def sparse_decode_attention_forward(
     key_valid = _key_valid(attention_mask, b, n_k)
     layer = getattr(key, "_hff_sparse_layer", None)
     if layer is not None and layer.n == n_k and layer.page_size == s.page_size:
-        kbuf, vbuf, kmin, kmax = layer._k, layer._v, layer.kmin, layer.kmax
+        kbuf, vbuf, kmin, kmax, ws = layer._k, layer._v, layer.kmin, layer.kmax, layer.workspace
     else:
         if "no_cache" not in _warned:
             _warned.add("no_cache")
@@ -327,10 +328,10 @@ def sparse_decode_attention_forward(
                 "%s without its SparseDecodeCache (or with another page size): page summaries are recomputed "
                 "from the keys at every step; pass past_key_values=SparseDecodeCache(model.config)", SPARSE_DECODE,
             )  # fmt: skip
-        kbuf, vbuf, kmin, kmax = key, value, None, None
+        kbuf, vbuf, kmin, kmax, ws = key, value, None, None, None
     res = sparse_decode_attention(
         query[:, :, 0], kbuf, vbuf, n=n_k, kmin=kmin, kmax=kmax, key_valid=key_valid, page_size=s.page_size,
-        scaling=scaling, top_p=s.top_p, sink_pages=s.sink_pages, window=s.window, max_fraction=s.max_fraction,
+        scaling=scaling, top_p=s.top_p, sink_pages=s.sink_pages, window=s.window, max_fraction=s.max_fraction, workspace=ws,
     )  # fmt: skip
     _record(module, SparseDecodeStats("sparse", n_k, None, res.pages_read, res.mass_bound.detach().amax()))
     return res.output[:, None], None
