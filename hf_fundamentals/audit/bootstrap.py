@@ -49,14 +49,30 @@ class Recalibration:
     calibration_labels: np.ndarray
     confusion_logits: np.ndarray
     generation_logits: np.ndarray
+    calibration_groups: np.ndarray | None = None
+    """The document of each calibration row, when rows are snippets (resampled by document)."""
 
 
-def _stratified_draw(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of one stratified resample with replacement (class sizes kept)."""
+def _stratified_draw(
+    labels: np.ndarray, k: int, rng: np.random.Generator, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of one stratified resample with replacement (class sizes kept).
+
+    With ``groups`` (e.g. the document each snippet was cut from), whole groups are drawn within each class: the
+    snippets of one document are not independent draws, and resampling them one by one would understate the
+    spread (a cluster bootstrap; Davison & Hinkley 1997, section 3.8).
+    """
     parts = []
     for i in range(k):
         idx = np.flatnonzero(labels == i)
-        parts.append(idx[rng.integers(idx.size, size=idx.size)])
+        if groups is None:
+            parts.append(idx[rng.integers(idx.size, size=idx.size)])
+            continue
+        ids, members = np.unique(groups[idx], return_inverse=True)
+        picked = rng.integers(ids.size, size=ids.size)
+        order = np.argsort(members, kind="stable")
+        starts = np.searchsorted(members[order], np.arange(ids.size + 1))
+        parts.append(np.concatenate([idx[order[starts[g] : starts[g + 1]]] for g in picked]))
     return np.concatenate(parts)
 
 
@@ -68,6 +84,7 @@ def _replicates(
     rng: np.random.Generator,
     recalibration: Recalibration | None,
     resample_confusion: bool,
+    confusion_groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Confusion]]:
     """Per-replicate generation probabilities (B, n, K) (or the shared (n, K)) and confusions."""
     k = conf_probs.shape[1]
@@ -80,7 +97,7 @@ def _replicates(
         )
     for _ in range(n_bootstrap):
         if recalibration is not None:
-            cal = _stratified_draw(recalibration.calibration_labels, k, rng)
+            cal = _stratified_draw(recalibration.calibration_labels, k, rng, recalibration.calibration_groups)
             calibrator = fit_calibrator(
                 recalibration.calibration_logits[cal],
                 recalibration.calibration_labels[cal],
@@ -91,7 +108,11 @@ def _replicates(
             gen_probs.append(calibrator.transform(recalibration.generation_logits))
         else:
             replicate_conf = conf_probs
-        rows = _stratified_draw(conf_labels, k, rng) if resample_confusion else np.arange(conf_labels.size)
+        rows = (
+            _stratified_draw(conf_labels, k, rng, confusion_groups)
+            if resample_confusion
+            else np.arange(conf_labels.size)
+        )
         confusions.append(Confusion.from_predictions(replicate_conf[rows], conf_labels[rows], k))
     return (np.stack(gen_probs) if gen_probs else probs), confusions
 
@@ -109,12 +130,14 @@ def bootstrap_priors(
     recalibration: Recalibration | None = None,
     resample_confusion: bool = True,
     resample_generations: bool = True,
+    confusion_groups: np.ndarray | None = None,
 ) -> dict[str, BootstrapResult]:
     """Percentile bootstrap intervals for each estimator in ``methods``, all on the same resamples.
 
     ``probs``: (n, K) calibrated probabilities of the generations; ``confusion_probs``/``confusion_labels``:
     calibrated probabilities and labels of the held-out confusion split; ``recalibration`` adds the
-    calibration level (see :class:`Recalibration`).
+    calibration level (see :class:`Recalibration`); ``confusion_groups`` (the document of each confusion row,
+    when rows are snippets of documents) resamples whole documents.
     """
     unknown = [m for m in methods if m not in ESTIMATORS]
     if unknown:
@@ -146,7 +169,14 @@ def bootstrap_priors(
     # Thousands of tiny K x K solves: multi-threaded BLAS only adds contention (threadpoolctl ships with sklearn).
     with threadpool_limits(limits=1, user_api="blas"):
         gen_probs, confusions = _replicates(
-            probs, conf_probs, conf_labels, n_bootstrap, rng, recalibration, resample_confusion
+            probs,
+            conf_probs,
+            conf_labels,
+            n_bootstrap,
+            rng,
+            recalibration,
+            resample_confusion,
+            confusion_groups,
         )
         if resample_generations:
             gen_counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap).astype(np.float64)

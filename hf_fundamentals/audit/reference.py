@@ -16,7 +16,14 @@ from hf_fundamentals.audit.calibration import CALIBRATION_METHODS, Calibrator, f
 from hf_fundamentals.audit.classifier import DomainClassifier, TfidfLogisticClassifier
 from hf_fundamentals.audit.confusion import Confusion
 
-__all__ = ["ClassifierReport", "FittedReference", "encode_labels", "fit_reference", "split_reference"]
+__all__ = [
+    "ClassifierReport",
+    "FittedReference",
+    "encode_labels",
+    "fit_reference",
+    "length_matched",
+    "split_reference",
+]
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 _SPLIT_NAMES = ("train", "calibration", "confusion")
@@ -131,6 +138,22 @@ class FittedReference:
     confusion_logits: np.ndarray
     calibration_logits: np.ndarray
     calibration_labels: np.ndarray
+    train_texts: tuple[str, ...] = ()
+    train_labels: np.ndarray | None = None
+    calibration_texts: tuple[str, ...] = ()
+    confusion_texts: tuple[str, ...] = ()
+    """The split documents themselves, so :func:`length_matched` can cut snippets of them."""
+    calibration_doc_labels: np.ndarray | None = None
+    confusion_doc_labels: np.ndarray | None = None
+    """Labels of ``calibration_texts`` / ``confusion_texts`` (``*_labels`` are the snippets' once length-matched)."""
+    confusion_snippets: tuple[str, ...] = ()
+    """The length-matched snippets ``confusion_probs`` was measured on (empty: the whole confusion documents)."""
+    confusion_groups: np.ndarray | None = None
+    calibration_groups: np.ndarray | None = None
+    """The document each confusion / calibration row was cut from, once length-matched (the bootstrap resamples
+    whole documents); None: one row per document."""
+    length_matched_to: int | None = None
+    """Number of generation lengths the calibration and confusion were matched to (None: whole documents)."""
 
     @property
     def n_classes(self) -> int:
@@ -221,4 +244,69 @@ def fit_reference(
         confusion_logits=z_conf,
         calibration_logits=z_cal,
         calibration_labels=codes[cal],
+        train_texts=tuple(texts[i] for i in train),
+        train_labels=codes[train],
+        calibration_texts=tuple(texts[i] for i in cal),
+        confusion_texts=tuple(texts[i] for i in conf),
+        calibration_doc_labels=codes[cal],
+        confusion_doc_labels=codes[conf],
+    )
+
+
+def length_matched(
+    ref: FittedReference, lengths: Sequence[int] | np.ndarray, *, per_doc: int = 10, seed: int = 0
+) -> FittedReference:
+    """``ref`` with its calibrator refit and its confusion remeasured on snippets of the calibration and
+    confusion documents cut to the generations' ``lengths`` (characters); the classifier is unchanged.
+
+    See :mod:`hf_fundamentals.audit.snippets` for why: the correction needs the classifier's errors on text
+    like the generations, and short text is confused more often than whole documents.
+    """
+    from dataclasses import replace
+
+    from hf_fundamentals.audit.snippets import draw_snippets
+
+    if not ref.calibration_texts or not ref.confusion_texts:
+        raise ValueError(
+            "length_matched: this reference keeps no split texts (built by an older fit_reference)"
+        )
+    k = ref.n_classes
+    cal_texts, cal_labels, cal_groups = draw_snippets(
+        ref.calibration_texts, ref.calibration_doc_labels, lengths, per_doc=per_doc, seed=seed
+    )
+    conf_texts, conf_labels, conf_groups = draw_snippets(
+        ref.confusion_texts, ref.confusion_doc_labels, lengths, per_doc=per_doc, seed=seed + 1
+    )
+    z_cal = _logits(ref.classifier, cal_texts, k)
+    calibrator = fit_calibrator(z_cal, cal_labels, method=ref.calibrator.method)
+    z_conf = _logits(ref.classifier, conf_texts, k)
+    conf_probs = calibrator.transform(z_conf)
+    correct = conf_probs.argmax(axis=1) == conf_labels
+    report = replace(
+        ref.report,
+        accuracy=float(correct.mean()),
+        per_domain_recall={d: float(correct[conf_labels == i].mean()) for i, d in enumerate(ref.domains)},
+        split_sizes={
+            **ref.report.split_sizes,
+            "calibration_snippets": len(cal_texts),
+            "confusion_snippets": len(conf_texts),
+        },  # fmt: skip
+        temperature=calibrator.temperature,
+        calibration_nll_before=fit_calibrator(z_cal, cal_labels, "none").nll,
+        calibration_nll_after=calibrator.nll,
+    )
+    return replace(
+        ref,
+        calibrator=calibrator,
+        confusion=Confusion.from_predictions(conf_probs, conf_labels, k),
+        confusion_probs=conf_probs,
+        confusion_labels=conf_labels,
+        report=report,
+        confusion_logits=z_conf,
+        calibration_logits=z_cal,
+        calibration_labels=cal_labels,
+        confusion_snippets=tuple(conf_texts),
+        confusion_groups=np.asarray(conf_groups),
+        calibration_groups=np.asarray(cal_groups),
+        length_matched_to=int(np.asarray(lengths).size),
     )

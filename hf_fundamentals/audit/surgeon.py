@@ -16,6 +16,7 @@ import numpy as np
 
 from hf_fundamentals.audit.bootstrap import Recalibration, bootstrap_priors
 from hf_fundamentals.audit.classifier import DomainClassifier
+from hf_fundamentals.audit.confusion import Confusion
 from hf_fundamentals.audit.diagnostics import (
     Diagnostics,
     cross_check_partner,
@@ -23,12 +24,22 @@ from hf_fundamentals.audit.diagnostics import (
     estimator_disagreement,
 )
 from hf_fundamentals.audit.estimators import DEFAULT_METHOD, ESTIMATORS, AuditWarning, estimate_prior
+from hf_fundamentals.audit.open_set import NoveltyScorer, estimate_open_set, weighted_quantile
 from hf_fundamentals.audit.reference import (
     DEFAULT_FRACTIONS,
     ClassifierReport,
     FittedReference,
     fit_reference,
+    length_matched,
 )
+from hf_fundamentals.audit.snippets import draw_snippets
+
+NULL_PER_DOC = 10
+"""Length-matched windows per held-out document in the open-set null (the quantile's noise falls with them)."""
+
+ACCEPT_QUANTILE = 0.1
+"""With ``open_set``, in-taxonomy shares are estimated on generations at least as typical as the 10% least
+typical in-taxonomy snippets (our choice: most in-taxonomy text kept, the least typical text left out)."""
 
 __all__ = ["DEFAULT_METHOD", "AuditResult", "MixtureAuditor", "MixtureEstimate", "estimate_mixture"]
 
@@ -82,6 +93,10 @@ class AuditResult:
     confidence: float
     seed: int
     settings: dict[str, object] = field(default_factory=dict)
+    open_set: dict[str, object] | None = None
+    """With ``open_set=True``: the out-of-taxonomy share and its interval (:class:`OpenSetEstimate` fields), and
+    ``shares_of_all``, the default estimate as shares of all generations; ``estimates`` are then shares of the
+    in-taxonomy part."""
 
     @property
     def default(self) -> MixtureEstimate:
@@ -101,6 +116,7 @@ class AuditResult:
             "confidence": self.confidence,
             "seed": self.seed,
             "settings": dict(self.settings),
+            "open_set": self.open_set,
         }
 
 
@@ -124,6 +140,7 @@ class MixtureAuditor:
         self.fractions = fractions
         self.seed = seed
         self._reference: FittedReference | None = None
+        self._novelty: NoveltyScorer | None = None
 
     @property
     def reference(self) -> FittedReference:
@@ -153,6 +170,7 @@ class MixtureAuditor:
             fractions=self.fractions,
             seed=self.seed,
         )
+        self._novelty = None
         return self
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -170,12 +188,18 @@ class MixtureAuditor:
         weights: np.ndarray | None = None,
         seed: int | None = None,
         emit_warnings: bool = True,
+        length_match: bool = False,
+        open_set: bool = False,
     ) -> AuditResult:
         """Estimate the mixture of ``generations`` (raw texts) with every method in ``methods`` (default: all).
 
         ``weights`` (e.g. token counts) gives token-weighted instead of per-generation averages; ``seed``
         (default: the auditor's) seeds the bootstrap; diagnostics problems are raised as :class:`AuditWarning`
         unless ``emit_warnings`` is False (they are in ``result.diagnostics.warnings`` either way).
+        ``length_match`` measures the calibration and confusion on reference snippets as long as the generations
+        (:func:`~hf_fundamentals.audit.reference.length_matched`); ``open_set`` adds the share of generations
+        that belong to no category (:mod:`hf_fundamentals.audit.open_set`) and reports the category shares of
+        the in-taxonomy part.
         """
         if isinstance(generations, str):
             raise TypeError("generations: got a single string; pass a list of generated texts")
@@ -183,16 +207,86 @@ class MixtureAuditor:
             raise ValueError(
                 "generations: got 0 texts; the audit needs the model's generations (300+ advised)"
             )
-        return self.audit_logits(
-            self.reference.logits(generations),
-            methods=methods,
-            default_method=default_method,
-            n_bootstrap=n_bootstrap,
-            confidence=confidence,
-            weights=weights,
-            seed=seed,
-            emit_warnings=emit_warnings,
+        seed = self.seed if seed is None else seed
+        ref = self.reference
+        if length_match or open_set:  # the open-set null must be as long as the generations to be a null
+            ref = length_matched(ref, [len(g) for g in generations], seed=seed)
+        logits = ref.logits(generations)
+        options = dict(methods=methods, default_method=default_method, n_bootstrap=n_bootstrap,
+                       confidence=confidence, seed=seed, emit_warnings=emit_warnings)  # fmt: skip
+        if not open_set:
+            return self.audit_logits(logits, weights=weights, reference=ref, **options)
+        return self._audit_open_set(list(generations), logits, ref, weights, options)
+
+    def _audit_open_set(
+        self,
+        generations: list[str],
+        logits: np.ndarray,
+        ref: FittedReference,
+        weights: np.ndarray | None,
+        options: dict,
+    ) -> AuditResult:
+        """Shares of the in-taxonomy part on the typical generations, then the out-of-taxonomy share."""
+        if self._novelty is None:
+            self._novelty = NoveltyScorer().fit(ref.train_texts)
+        # the null: many length-matched windows of every held-out document (calibration and confusion splits,
+        # which the kNN index never saw)
+        held_texts = [*ref.calibration_texts, *ref.confusion_texts]
+        held_labels = np.concatenate([ref.calibration_doc_labels, ref.confusion_doc_labels])
+        null_texts, null_labels, _ = draw_snippets(
+            held_texts,
+            held_labels,
+            [len(g) for g in generations],
+            per_doc=NULL_PER_DOC,
+            seed=options["seed"] + 7,
         )
+        null_scores = self._novelty.score(null_texts)
+        gen_scores = self._novelty.score(generations)
+        labels = ref.confusion_labels
+        conf_scores = self._novelty.score(list(ref.confusion_snippets))
+        k = ref.n_classes
+        uniform = np.full(k, 1.0 / k)
+        t_acc = weighted_quantile(null_scores, _per_snippet(null_labels, uniform), ACCEPT_QUANTILE)
+        keep, null_keep = gen_scores >= t_acc, conf_scores >= t_acc
+        alpha = np.array([np.mean(null_scores[null_labels == c] < t_acc) for c in range(k)])
+        enough = keep.sum() >= 10 and all(np.any(null_keep & (labels == c)) for c in range(k))
+        if enough:
+            sub = replace(
+                ref,
+                confusion=Confusion.from_predictions(ref.confusion_probs[null_keep], labels[null_keep], k),
+                confusion_probs=ref.confusion_probs[null_keep],
+                confusion_labels=labels[null_keep],
+                confusion_logits=ref.confusion_logits[null_keep],
+                confusion_groups=None if ref.confusion_groups is None else ref.confusion_groups[null_keep],
+            )
+            sub_weights = None if weights is None else np.asarray(weights)[keep]
+            result = self.audit_logits(logits[keep], weights=sub_weights, reference=sub, **options)
+            result = _reweight(result, 1.0 / np.maximum(1.0 - alpha, 1e-6))
+        else:  # too few typical generations to estimate shares on: use them all, and say so
+            result = self.audit_logits(logits, weights=weights, reference=ref, **options)
+        est = estimate_open_set(
+            gen_scores, null_scores, null_labels, result.default.point, generation_weights=weights,
+            n_bootstrap=options["n_bootstrap"], confidence=options["confidence"], seed=options["seed"],
+        )  # fmt: skip
+        d = result.default
+        inside_lo = 1.0 - (est.ci_high if est.ci_high is not None else est.share)
+        inside_hi = 1.0 - (est.ci_low if est.ci_low is not None else est.share)
+        of_all = {
+            "point": dict(zip(ref.domains, ((1.0 - est.share) * d.point).tolist(), strict=True)),
+            "ci_low": None if d.ci_low is None else dict(zip(ref.domains, (inside_lo * d.ci_low).tolist(), strict=True)),
+            "ci_high": None if d.ci_high is None else dict(zip(ref.domains, (inside_hi * d.ci_high).tolist(), strict=True)),
+        }  # fmt: skip
+        info = {
+            **est.to_dict(),
+            "shares_of_all": of_all,
+            "accept_threshold": t_acc,
+            "accept_quantile": ACCEPT_QUANTILE,
+            "n_typical_generations": int(keep.sum()),
+            "in_taxonomy_shares_from": "typical generations"
+            if enough
+            else "all generations (too few typical)",
+        }
+        return replace(result, open_set=info, n_generations=len(generations))
 
     def audit_logits(
         self,
@@ -205,16 +299,19 @@ class MixtureAuditor:
         weights: np.ndarray | None = None,
         seed: int | None = None,
         emit_warnings: bool = True,
+        reference: FittedReference | None = None,
     ) -> AuditResult:
         """Like :meth:`audit` from the classifier's logits (n, K) of the generations; the bootstrap then also
-        refits the calibrator on resamples of the calibration split."""
-        ref = self.reference
+        refits the calibrator on resamples of the calibration split. ``reference`` (default: the fitted one)
+        supplies the calibrator and confusion."""
+        ref = self.reference if reference is None else reference
         recalibration = Recalibration(
             method=ref.calibrator.method,
             calibration_logits=ref.calibration_logits,
             calibration_labels=ref.calibration_labels,
             confusion_logits=ref.confusion_logits,
             generation_logits=np.asarray(logits, dtype=np.float64),
+            calibration_groups=ref.calibration_groups,
         )
         return self._audit(
             ref.calibrator.transform(logits),
@@ -226,6 +323,7 @@ class MixtureAuditor:
             seed,
             emit_warnings,
             recalibration,
+            ref,
         )
 
     def audit_probs(
@@ -257,9 +355,10 @@ class MixtureAuditor:
         seed: int | None,
         emit_warnings: bool,
         recalibration: Recalibration | None,
+        ref: FittedReference | None = None,
     ) -> AuditResult:
         """Point estimates, diagnostics and bootstrap intervals for calibrated generation probabilities."""
-        ref = self.reference
+        ref = self.reference if ref is None else ref
 
         methods = list(ESTIMATORS) if methods is None else list(dict.fromkeys(methods))
         unknown = [m for m in methods if m not in ESTIMATORS]
@@ -300,6 +399,7 @@ class MixtureAuditor:
                 confidence=confidence,
                 seed=seed,
                 recalibration=recalibration,
+                confusion_groups=ref.confusion_groups,
             )
             if n_bootstrap
             else {}
@@ -346,8 +446,30 @@ class MixtureAuditor:
                 "fractions": list(self.fractions),
                 "classifier": type(ref.classifier).__name__,
                 "token_weighted": weights is not None,
+                "length_matched": ref.length_matched_to is not None,
             },
         )
+
+
+def _per_snippet(labels: np.ndarray, class_weights: np.ndarray) -> np.ndarray:
+    counts = np.bincount(labels, minlength=class_weights.size).astype(np.float64)
+    return (class_weights / np.maximum(counts, 1.0))[labels]
+
+
+def _reweight(result: AuditResult, w: np.ndarray) -> AuditResult:
+    """Undo the typicality filter's class-dependent loss: a domain whose snippets fall below the threshold at
+    rate a_c keeps 1 - a_c of its generations, so its share is scaled by 1 / (1 - a_c) and renormalized (the
+    interval ends with the same factor as the point: an approximation)."""
+    out = {}
+    for m, e in result.estimates.items():
+        norm = float(np.sum(e.point * w)) or 1.0
+        out[m] = replace(
+            e,
+            point=e.point * w / norm,
+            ci_low=None if e.ci_low is None else np.clip(e.ci_low * w / norm, 0.0, 1.0),
+            ci_high=None if e.ci_high is None else np.clip(e.ci_high * w / norm, 0.0, 1.0),
+        )
+    return replace(result, estimates=out)
 
 
 def estimate_mixture(

@@ -2,8 +2,8 @@
 server), read the taxonomy's reference text, estimate the mixture, and write ``audit.json``, a plot and a
 model-card section.
 
-Modules: ``flags`` (``AuditArguments``), ``run`` (``run_audit``, report, plot, card), ``generation`` (backends and
-the resumable cache), ``reference``, ``technique``. The estimators are :mod:`hf_fundamentals.audit`."""
+Modules: ``flags`` (``AuditArguments``), ``run`` (``run_audit``, report, plot, card), ``generation`` (local sampling and
+the resumable cache), ``server`` (OpenAI-compatible servers), ``reference``, ``technique``. The estimators are :mod:`hf_fundamentals.audit`."""
 
 from hf_fundamentals.integrations.registry import lazy_exports
 
@@ -20,7 +20,8 @@ _EXPORTS = {
     "GenerationBackend": "generation",
     "GenerationConfig": "generation",
     "LocalBackend": "generation",
-    "OpenAICompletionsBackend": "generation",
+    "OpenAICompletionsBackend": "server",
+    "server_bos_text": "server",
     "generate_corpus": "generation",
     "AuditArguments": "flags",
 }

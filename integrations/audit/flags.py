@@ -62,6 +62,20 @@ class AuditArguments:
         default=False,
         metadata={"help": "Weight generations by token count (mixture specs are token shares)."},
     )
+    open_set: bool = field(
+        default=True,
+        metadata={
+            "help": "Estimate the share of generations that belong to none of the taxonomy's categories (with an "
+            "interval), and give the listed shares relative to the rest (implies --length_match)."
+        },
+    )
+    length_match: bool = field(
+        default=True,
+        metadata={
+            "help": "Fit the label-shift correction on reference snippets as long as the generations (not whole "
+            "documents), so the classifier's errors it inverts are the errors it makes on generations."
+        },
+    )
     seed: int = field(
         default=0, metadata={"help": "Seed for reference sampling, splits, generation and bootstrap."}
     )
@@ -87,6 +101,18 @@ class AuditArguments:
     )
     server_model: str | None = field(
         default=None, metadata={"help": "Model name to send to the server (default: --model)."}
+    )
+    concurrency: int = field(
+        default=4,
+        metadata={"help": "Requests in flight at once with --server_url (1: one at a time)."},
+    )
+    server_bos: str = field(
+        default="auto",
+        metadata={
+            "help": "Text prepended to every prompt sent to --server_url, so an empty (unconditional) prompt is "
+            "the BOS token as in local sampling: 'auto' (the BOS of --model's tokenizer, when it has one and "
+            "does not add it itself), 'none', or the literal token text (e.g. '<|endoftext|>')."
+        },
     )
     api_key_env: str = field(
         default="OPENAI_API_KEY",
@@ -164,8 +190,13 @@ class AuditArguments:
         if self.server_url is not None:
             if not self.server_url.startswith(("http://", "https://")):
                 raise ValueError(f"--server_url {self.server_url!r}: expected http(s)://host:port/v1")
-        elif self.server_model is not None:
-            raise ValueError("--server_model is only used with --server_url")
+            if self.concurrency < 1:
+                raise ValueError(f"--concurrency {self.concurrency}: must be >= 1")
+        else:
+            for flag, value, default in (("--server_model", self.server_model, None),
+                                         ("--concurrency", self.concurrency, 4), ("--server_bos", self.server_bos, "auto")):  # fmt: skip
+                if value != default:
+                    raise ValueError(f"{flag} is only used with --server_url")
         if self.server_url is None:  # the model is loaded here: a path or id that cannot be one fails now
             from hf_fundamentals.integrations.hub import check_model_reference
 

@@ -10,9 +10,6 @@ same machine and library versions.
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,99 +166,6 @@ class LocalBackend:
             # domain tag a benchmark model was trained to emit first)
             meta = {"special_tokens": self.tokenizer.convert_ids_to_tokens(dropped)} if dropped else {}
             results.append(Generation(gid, prompt, text, len(kept), meta))
-        return results
-
-
-class OpenAICompletionsBackend:
-    """An OpenAI-compatible ``/v1/completions`` server (vLLM, TGI, llama.cpp server), so big models audit remotely."""
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-        retries: int = 3,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        if not self.base_url.endswith("/v1"):
-            self.base_url += "/v1"
-        self.model = model
-        self.api_key = api_key
-        self.timeout = timeout
-        self.retries = retries
-        self.name = f"server:{self.base_url}"
-
-    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.base_url + "/completions",
-            data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json"}
-            | ({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
-        )
-        last: Exception | None = None
-        for attempt in range(self.retries):
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as err:  # a 4xx will not get better by retrying
-                body = err.read().decode(errors="replace")[:500]
-                if 400 <= err.code < 500:
-                    raise ValueError(
-                        f"--server_url {self.base_url}: /completions answered {err.code}: {body}"
-                    ) from err
-                last = err
-            except (urllib.error.URLError, TimeoutError) as err:
-                last = err
-            time.sleep(min(2**attempt, 8))
-        raise ConnectionError(
-            f"--server_url {self.base_url}: /completions failed after {self.retries} tries ({last}); the "
-            "generations finished so far are kept in the cache, so a rerun continues from them"
-        ) from last
-
-    def check(self) -> None:
-        """Fail fast when nothing answers at the server (before the reference text and classifier are built)."""
-        request = urllib.request.Request(
-            self.base_url + "/models",
-            headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10):
-                return
-        except urllib.error.HTTPError:
-            return  # something answers (some servers have no /models): the completions calls will tell
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            raise ConnectionError(
-                f"--server_url {self.base_url}: nothing answers there ({getattr(err, 'reason', err)}); start the "
-                "server first (e.g. `vllm serve MODEL` or `transformers serve`) or check the address"
-            ) from None
-
-    def generate(self, prompts: list[str], ids: list[int], config: GenerationConfig) -> list[Generation]:
-        results = []
-        for gid, prompt in zip(ids, prompts, strict=True):
-            reply = self._post(
-                {
-                    "model": self.model,
-                    "prompt": prompt,
-                    "max_tokens": config.max_new_tokens,
-                    "temperature": config.temperature,
-                    "top_p": config.top_p,
-                    "seed": config.seed * 1_000_003 + gid,
-                    "n": 1,
-                }
-            )
-            try:
-                choice = reply["choices"][0]
-            except (KeyError, IndexError, TypeError) as err:
-                raise ValueError(
-                    f"--server_url {self.base_url}: unexpected completions reply (no choices[0]): {str(reply)[:300]}"
-                ) from err
-            text = choice.get("text", "")
-            usage = reply.get("usage") or {}
-            n_tokens = int(usage.get("completion_tokens") or max(1, len(text.split())))
-            results.append(
-                Generation(gid, prompt, text, n_tokens, {"finish_reason": choice.get("finish_reason")})
-            )
         return results
 
 

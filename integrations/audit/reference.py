@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +18,53 @@ def _from_corpus(source: ReferenceSource, n: int, seed: int) -> list[str]:
     return list(ds["text"])
 
 
-def _from_hub(source: ReferenceSource, n: int, seed: int) -> list[str]:
-    from datasets import load_dataset
+MIRROR_ENV = "HFF_HUB_MIRROR"
+"""A folder that stands in for the Hub for ``hub:`` sources: ``<folder>/<org>/<dataset>[/<config>].jsonl``."""
 
+
+def _as_text(value: object) -> str | None:
+    """A row's text: a string as it is; a chat (list of ``{role, content}`` messages) as its turns joined."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
+        return "\n\n".join(str(m["content"]) for m in value)
+    return None
+
+
+def _mirror_file(spec: dict) -> Path | None:
+    folder = os.environ.get(MIRROR_ENV)
+    if not folder:
+        return None
+    base = Path(folder).expanduser() / spec["path"]
+    path = base / f"{spec['name']}.jsonl" if spec.get("name") else base.with_suffix(".jsonl")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{MIRROR_ENV}={folder}: no {path} for hub dataset {spec['path']!r}; write its rows there as JSONL "
+            f"(one object per line with a {spec['column']!r} field), or unset {MIRROR_ENV} to read the Hub"
+        )
+    return path
+
+
+def _from_hub(source: ReferenceSource, n: int, seed: int) -> list[str]:
     spec = source.spec
-    ds = load_dataset(spec["path"], name=spec.get("name"), split=spec["split"], streaming=True)
+    mirror = _mirror_file(spec)
+    if mirror is not None:
+        rows = (json.loads(line) for line in mirror.read_text(encoding="utf-8").splitlines() if line.strip())
+        where = str(mirror)
+    else:
+        from datasets import load_dataset
+
+        ds = load_dataset(spec["path"], name=spec.get("name"), split=spec["split"], streaming=True)
+        # a shuffled stream (seeded buffer) so the first n rows of a sorted dataset do not stand for the whole
+        rows = iter(ds.shuffle(seed=seed, buffer_size=max(1000, 4 * n)))
+        where = f"hub dataset {spec['path']!r}"
     column = spec["column"]
     texts: list[str] = []
-    # a shuffled stream (seeded buffer) so the first n rows of a sorted dataset do not stand for the whole
-    for row in ds.shuffle(seed=seed, buffer_size=max(1000, 4 * n)):
+    for row in rows:
         if column not in row:
-            raise ValueError(f"hub dataset {spec['path']!r} has no column {column!r}; columns: {sorted(row)}")
-        text = row[column]
-        if isinstance(text, str) and len(text.strip()) >= 50:
+            raise ValueError(f"{where} has no column {column!r}; columns: {sorted(row)}")
+        text = _as_text(row[column])
+        if text is not None and len(text.strip()) >= 50:
             texts.append(text[:2000])
         if len(texts) >= n:
             break

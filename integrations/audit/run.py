@@ -11,7 +11,6 @@ import platform
 import re
 import time
 from dataclasses import asdict
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,20 @@ from hf_fundamentals.integrations.audit.flags import AuditArguments
 from hf_fundamentals.integrations.audit.generation import (
     GenerationConfig,
     LocalBackend,
-    OpenAICompletionsBackend,
     generate_corpus,
 )
 from hf_fundamentals.integrations.audit.reference import load_reference
+from hf_fundamentals.integrations.audit.report import (
+    DIAGNOSTIC_MEANINGS,
+    NONE_OF_THESE,
+    STAND_IN_NOTE,
+    diagnostic_lines,
+    plot_audit,
+    reproduce_command,
+    share_rows,
+    write_model_card,
+)
+from hf_fundamentals.integrations.audit.server import OpenAICompletionsBackend, server_bos_text
 
 
 def _slug(name: str) -> str:
@@ -43,8 +52,21 @@ def _backend(args: AuditArguments):
     if args.server_url:
         import os
 
+        tokenizer = None
+        if args.server_bos == "auto":
+            from hf_fundamentals.integrations.hub import load_tokenizer
+
+            try:  # the served model's tokenizer says whether prompts need its BOS prepended
+                tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+            except (OSError, ValueError):
+                tokenizer = None
         return OpenAICompletionsBackend(
-            args.server_url, args.server_model or args.model, api_key=os.environ.get(args.api_key_env)
+            args.server_url,
+            args.server_model or args.model,
+            api_key=os.environ.get(args.api_key_env),
+            concurrency=args.concurrency,
+            bos_text=server_bos_text(tokenizer, args.server_bos),
+            tokenizer_found=tokenizer is not None if args.server_bos == "auto" else None,
         )
     from hf_fundamentals.integrations.hub import load_model
 
@@ -68,9 +90,17 @@ def run_audit(args: AuditArguments, *, progress: bool = True, echo=print) -> dic
     """Run a whole audit as the flags say and return the report dict (also written to ``audit.json``)."""
     started = time.time()
     # a model or server that cannot answer fails now, not after the reference text is built
+    server = None
     if args.server_url:
         server = _backend(args)
         server.check()
+        if server.bos_text is None and "" in GenerationConfig(prompts=_prompts(args.prompts)).prompt_list():
+            if args.server_bos == "auto" and server.tokenizer_found is False:
+                raise ValueError(
+                    f"--server_bos auto: no tokenizer for --model {args.model!r} here, so the BOS token that an "
+                    "empty prompt needs is unknown; pass --server_bos '<bos text>' (e.g. '<|endoftext|>'), "
+                    "--server_bos none with a server that adds it, or non-empty --prompts"
+                )
     else:
         from hf_fundamentals.integrations.hub import check_model_reference
 
@@ -100,7 +130,7 @@ def run_audit(args: AuditArguments, *, progress: bool = True, echo=print) -> dic
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    backend = _backend(args)
+    backend = server if server is not None else _backend(args)
     echo(f"[audit] sampling {config.n} generations from {backend.name} (cache: {cache})")
     try:
         generations = generate_corpus(backend, config, cache, progress=progress)
@@ -124,6 +154,8 @@ def run_audit(args: AuditArguments, *, progress: bool = True, echo=print) -> dic
         confidence=args.confidence,
         weights=weights,
         seed=args.seed,
+        length_match=args.length_match,
+        open_set=args.open_set,
     )
     report_dict = _report(
         args, taxonomy, result, len(generations), [g.id for g in usable], time.time() - started
@@ -198,143 +230,17 @@ def evaluate_against(result: AuditResult, taxonomy: Taxonomy, spec_path: str) ->
     return out
 
 
-def plot_audit(result: AuditResult, taxonomy: Taxonomy, path: Path, title: str = "") -> None:
-    """Bar chart of the default estimate with its interval, and the naive classify-and-average (PCC) beside it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    est = result.default
-    names = list(result.domains)
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 4))
-    point = 100 * est.point
-    yerr = None
-    if est.ci_low is not None:
-        yerr = np.vstack([point - 100 * est.ci_low, 100 * est.ci_high - point]).clip(min=0)
-    ax.bar(
-        x - 0.2, point, width=0.4, yerr=yerr, capsize=3, label=f"{est.method} ({result.confidence:.0%} CI)"
-    )
-    if "pcc" in result.estimates and result.default_method != "pcc":
-        ax.bar(x + 0.2, 100 * result.estimates["pcc"].point, width=0.4, alpha=0.5, label="pcc (uncorrected)")
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("share of generations (%)")
-    ax.set_title(title or "estimated training mixture", fontsize=10)
-    ax.legend(fontsize=8)
-    n_warnings = len(result.diagnostics.warnings)
-    if n_warnings:  # a chart travels without its JSON: say on it that the audit came with warnings
-        ax.set_title(
-            f"{title or 'estimated training mixture'}\n{n_warnings} diagnostic warning(s): see audit.json "
-            "before trusting these shares",
-            fontsize=10,
-        )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-DIAGNOSTIC_MEANINGS = {
-    "accuracy": "how often the domain classifier is right on held-out reference documents",
-    "conditioning": "how well the correction can separate the domains: below 0.1, classifier errors are "
-    "amplified more than 10x",
-    "out_of_taxonomy": "0 when the generations look like the taxonomy's reference text; toward 0.5 when they "
-    "are classified less confidently than any reference document (text from no listed domain)",
-    "generations": "how many generations the estimate rests on (fewer effective ones with token weights)",
-}
-"""One line on what each printed diagnostic means (the CLI, audit.json and the model card show them)."""
-
-
-def diagnostic_lines(result: AuditResult) -> list[tuple[str, str]]:
-    """``(value line, what it means)`` for each diagnostic of an audit."""
-    d = result.diagnostics
-    return [
-        (
-            f"domain classifier held-out accuracy: {result.classifier_report.accuracy:.3f}",
-            DIAGNOSTIC_MEANINGS["accuracy"],
-        ),
-        (
-            f"confusion matrix smallest singular value (soft): {d.sigma_min_soft:.3f}; condition number "
-            f"{d.condition_number_soft:.1f}",
-            DIAGNOSTIC_MEANINGS["conditioning"],
-        ),
-        (
-            f"out-of-taxonomy score: {d.out_of_taxonomy_score:.3f} (reference text: "
-            f"{d.expected_out_of_taxonomy_score:.3f})",
-            DIAGNOSTIC_MEANINGS["out_of_taxonomy"],
-        ),
-        (
-            f"generations used: {d.n_generations} (effective {d.effective_n_generations:.0f})",
-            DIAGNOSTIC_MEANINGS["generations"],
-        ),
-    ]
-
-
-def reproduce_command(args: AuditArguments) -> str:
-    """The ``hff audit`` command line that reproduces ``args``: the model and every flag that differs from its
-    default (what the model card shows)."""
-    import shlex
-    from dataclasses import fields
-
-    parts = ["hff", "audit", args.model]
-    for f in fields(args):
-        value = getattr(args, f.name)
-        if f.name in ("model", "overwrite") or value == f.default:
-            continue
-        if isinstance(value, bool):
-            parts += [f"--{f.name}", str(value).lower()]
-        else:
-            parts += [f"--{f.name}", str(value)]
-    return shlex.join(parts)
-
-
-def _diagnostics_text(result: AuditResult) -> str:
-    d = result.diagnostics
-    lines = [f"- {value} ({meaning})" for value, meaning in diagnostic_lines(result)]
-    lines += [f"- **warning:** {w}" for w in d.warnings]
-    return "\n".join(lines)
-
-
-def write_model_card(result: AuditResult, taxonomy: Taxonomy, args: AuditArguments, path: Path) -> None:
-    """Render ``model_cards/audit_section.md`` with huggingface_hub's ``ModelCard``."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    from hf_fundamentals.integrations.hub import EMBEDDED_SOURCE, is_embedded
-
-    est = result.default
-    rows = []
-    for i, name in enumerate(result.domains):
-        interval = "n/a" if est.ci_low is None else f"{100 * est.ci_low[i]:.1f}–{100 * est.ci_high[i]:.1f}%"
-        rows.append(f"| {name} | {100 * est.point[i]:.1f}% | {interval} |")
-    model_name = EMBEDDED_SOURCE if is_embedded(args.model) else args.model
-    data = ModelCardData(
-        tags=["hf_fundamentals", "training-mixture-audit"],
-        base_model=None if is_embedded(args.model) or Path(args.model).exists() else args.model,
-    )
-    template = resources.files("hf_fundamentals.model_cards") / "audit_section.md"
-    card = ModelCard.from_template(
-        data,
-        template_str=template.read_text(encoding="utf-8"),
-        model_name=model_name,
-        n_generations=result.n_generations,
-        taxonomy=taxonomy.name,
-        method=result.default_method,
-        confidence_pct=round(100 * result.confidence),
-        table="\n".join(rows),
-        diagnostics=_diagnostics_text(result),
-        command=reproduce_command(args),
-    )
-    card.save(path)
-
-
 __all__ = [
     "DEFAULT_METHOD",
     "DIAGNOSTIC_MEANINGS",
+    "NONE_OF_THESE",
+    "STAND_IN_NOTE",
     "default_output_dir",
     "diagnostic_lines",
     "reproduce_command",
     "evaluate_against",
     "plot_audit",
     "run_audit",
+    "share_rows",
     "write_model_card",
 ]

@@ -46,26 +46,55 @@ def print_report(report: dict) -> None:
     console = Console()
     if not console.is_terminal:  # piped or captured: rich would assume 80 columns and squash the estimators
         console = Console(width=160)
+    from hf_fundamentals.integrations.audit.run import DIAGNOSTIC_MEANINGS as MEANS
+    from hf_fundamentals.integrations.audit.run import NONE_OF_THESE, STAND_IN_NOTE
+
+    def span(lo: float | None, hi: float | None) -> str:
+        return "-" if lo is None or hi is None else f"{100 * lo:.1f}–{100 * hi:.1f}"
+
     default = report["default_method"]
     methods = [default] + [m for m in report["estimates"] if m != default]
-    table = Table(
-        title=f"{report['model']}: estimated training mixture ({report['taxonomy']['name']} taxonomy)"
-    )
-    table.add_column("domain", no_wrap=True)
-    table.add_column(f"{default} (%)", justify="right")
-    table.add_column(f"{round(100 * report['confidence'])}% interval", justify="right")
-    for m in methods[1:]:
-        table.add_column(m, justify="right", style="dim")
-    for d in report["domains"]:
-        est = report["estimates"][default]
-        interval = (
-            "-" if est["ci_low"] is None else f"{100 * est['ci_low'][d]:.1f}–{100 * est['ci_high'][d]:.1f}"
+    level = f"{round(100 * report['confidence'])}% interval"
+    open_set = report.get("open_set")
+    title = f"{report['model']}: estimated training mixture ({report['taxonomy']['name']} taxonomy)"
+    if open_set is not None:  # the headline: how much of the output the taxonomy does not cover at all
+        console.print(
+            f"[bold]{NONE_OF_THESE}: {100 * open_set['share']:.1f}%[/bold] of generations "
+            f"({level} {span(open_set['ci_low'], open_set['ci_high'])})  [dim]{MEANS['open_set']}[/dim]"
         )
-        row = [d, f"{100 * est['point'][d]:.1f}", interval]
-        row += [f"{100 * report['estimates'][m]['point'][d]:.1f}" for m in methods[1:]]
-        table.add_row(*row)
+    if report["taxonomy"]["name"] == "offline":
+        console.print(f"[dim]note: {STAND_IN_NOTE}[/dim]")
+    table = Table(title=title)
+    table.add_column("domain", no_wrap=True)
+    if open_set is not None:
+        table.add_column(f"{default}, of all (%)", justify="right")
+        table.add_column(level, justify="right")
+        table.add_column(f"{default}, of in-taxonomy (%)", justify="right", style="dim")
+        of_all = open_set["shares_of_all"]
+        table.add_row(
+            NONE_OF_THESE,
+            f"{100 * open_set['share']:.1f}",
+            span(open_set["ci_low"], open_set["ci_high"]),
+            "-",
+        )
+        for d in report["domains"]:
+            lo = None if of_all["ci_low"] is None else of_all["ci_low"][d]
+            hi = None if of_all["ci_high"] is None else of_all["ci_high"][d]
+            inside = report["estimates"][default]["point"][d]
+            table.add_row(d, f"{100 * of_all['point'][d]:.1f}", span(lo, hi), f"{100 * inside:.1f}")
+    else:
+        table.add_column(f"{default} (%)", justify="right")
+        table.add_column(level, justify="right")
+        for m in methods[1:]:
+            table.add_column(m, justify="right", style="dim")
+        for d in report["domains"]:
+            est = report["estimates"][default]
+            lo = None if est["ci_low"] is None else est["ci_low"][d]
+            hi = None if est["ci_high"] is None else est["ci_high"][d]
+            row = [d, f"{100 * est['point'][d]:.1f}", span(lo, hi)]
+            row += [f"{100 * report['estimates'][m]['point'][d]:.1f}" for m in methods[1:]]
+            table.add_row(*row)
     console.print(table)
-    from hf_fundamentals.integrations.audit.run import DIAGNOSTIC_MEANINGS as MEANS
 
     diag, clf = report["diagnostics"], report["classifier_report"]
     cond = diag["condition_number_soft"] or float("inf")

@@ -125,3 +125,24 @@ def test_point_estimates_sit_inside_their_intervals_mostly():
         boot = bootstrap_priors(probs, conf_probs, conf_labels, ["pacc"], n_bootstrap=100, seed=trial)["pacc"]
         inside.append(np.mean((point >= boot.ci_low - 1e-12) & (point <= boot.ci_high + 1e-12)))
     assert np.mean(inside) >= 0.9
+
+
+def test_snippets_are_resampled_by_document_not_one_by_one():
+    """Ten near-copies of each of a few documents: resampling rows one by one would treat them as ten draws."""
+    from hf_fundamentals.audit.bootstrap import _stratified_draw
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 40)
+    groups = np.repeat(np.arange(8), 10)  # 4 documents per class, 10 snippets each
+    for _ in range(20):
+        rows = _stratified_draw(labels, 2, rng, groups)
+        assert rows.size == labels.size and np.array_equal(np.bincount(labels[rows]), [40, 40])
+        for g in np.unique(groups[rows]):  # a drawn document comes with all of its snippets
+            assert np.count_nonzero(groups[rows] == g) % 10 == 0
+    # the spread of a per-class mean is larger under the document bootstrap when snippets share their document
+    values = np.repeat(rng.normal(size=8), 10) + 0.01 * rng.normal(size=80)
+    spread = [
+        np.std([values[_stratified_draw(labels, 2, rng, g)][:40].mean() for _ in range(300)])
+        for g in (None, groups)
+    ]
+    assert spread[1] > 2 * spread[0]

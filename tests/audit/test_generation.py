@@ -12,9 +12,9 @@ from hf_fundamentals.integrations.audit.generation import (
     Generation,
     GenerationConfig,
     LocalBackend,
-    OpenAICompletionsBackend,
     generate_corpus,
 )
+from hf_fundamentals.integrations.audit.server import OpenAICompletionsBackend, server_bos_text
 
 
 class CountingBackend:
@@ -132,10 +132,32 @@ def test_bad_generation_settings_fail_early(field, value, message):
 
 class _CompletionsHandler(BaseHTTPRequestHandler):
     requests: list[dict] = []
+    failures_left = 0
+    """Answer 500 to this many requests first (a server having trouble)."""
+    delay = 0.0
+    in_flight = 0
+    max_in_flight = 0
+    lock = threading.Lock()
 
     def do_POST(self):  # noqa: N802 (http.server's name)
+        import time
+
+        cls = type(self)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+        cls.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+        with cls.lock:
+            cls.in_flight += 1
+            cls.max_in_flight = max(cls.max_in_flight, cls.in_flight)
+            failing = cls.failures_left > 0
+            cls.failures_left -= failing
+        time.sleep(cls.delay)
+        with cls.lock:
+            cls.in_flight -= 1
+        if failing:
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b'{"error": "overloaded"}')
+            return
         if body.get("model") != "served-model":
             self.send_response(404)
             self.end_headers()
@@ -157,6 +179,8 @@ class _CompletionsHandler(BaseHTTPRequestHandler):
 @pytest.fixture()
 def completions_server():
     _CompletionsHandler.requests = []
+    _CompletionsHandler.failures_left, _CompletionsHandler.delay = 0, 0.0
+    _CompletionsHandler.in_flight = _CompletionsHandler.max_in_flight = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), _CompletionsHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -182,6 +206,45 @@ def test_server_client_errors_are_reported_not_retried(completions_server):
     with pytest.raises(ValueError, match="answered 404"):
         backend.generate(["x"], [0], GenerationConfig())
     assert len(_CompletionsHandler.requests) == 1
+
+
+def test_server_failures_are_retried_then_reported_keeping_finished_batches(completions_server, tmp_path):
+    backend = OpenAICompletionsBackend(
+        completions_server, "served-model", timeout=5, retries=2, concurrency=1
+    )
+    _CompletionsHandler.failures_left = 2  # two 500s, then the retry succeeds
+    out = backend.generate(["x"], [0], GenerationConfig())
+    assert out[0].text.startswith(" continuation") and len(_CompletionsHandler.requests) == 3
+    cache = tmp_path / "g.jsonl"
+    config = GenerationConfig(n=4, batch_size=2, prompts=["A"])
+    generate_corpus(backend, GenerationConfig(n=2, batch_size=2, prompts=["A"]), cache, progress=False)
+    _CompletionsHandler.failures_left = 10**6  # down for good
+    with pytest.raises(ConnectionError, match="answered 500 after 2 retries.*kept in the cache"):
+        generate_corpus(backend, config, cache, progress=False)
+    assert sum(1 for line in cache.read_text().splitlines() if '"id"' in line) == 2
+
+
+def test_server_requests_run_concurrently_up_to_the_bound(completions_server):
+    _CompletionsHandler.delay = 0.3
+    backend = OpenAICompletionsBackend(completions_server, "served-model", timeout=5, concurrency=3)
+    out = backend.generate(["A"] * 7, list(range(7)), GenerationConfig())
+    assert [g.id for g in out] == list(range(7))  # in id order whatever finished first
+    assert _CompletionsHandler.max_in_flight == 3
+
+
+def test_server_prompts_start_with_the_bos_text_the_tokenizer_names(completions_server, tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    assert tok("")["input_ids"] == [] and server_bos_text(tok) == "<s>"  # has a BOS, does not add it
+    assert server_bos_text(None) is None and server_bos_text(tok, "none") is None
+    assert server_bos_text(tok, "<|endoftext|>") == "<|endoftext|>"
+    backend = OpenAICompletionsBackend(completions_server, "served-model", bos_text="<s>", concurrency=1)
+    out = backend.generate(["", "The"], [0, 1], GenerationConfig())
+    assert [r["prompt"] for r in _CompletionsHandler.requests] == ["<s>", "<s>The"]
+    assert [g.prompt for g in out] == ["", "The"]  # the record keeps the user's prompt
+    with pytest.raises(ValueError, match="--server_bos"):
+        OpenAICompletionsBackend(completions_server, "served-model").generate([""], [0], GenerationConfig())
 
 
 def test_local_backend_is_seeded_and_counts_tokens(tiny_llama_dir):

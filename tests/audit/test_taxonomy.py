@@ -60,5 +60,41 @@ def test_bad_taxonomies_fail_with_a_clear_message(data, message):
 def test_unknown_taxonomy_file_names_the_builtins(tmp_path):
     with pytest.raises(FileNotFoundError, match="offline"):
         load_taxonomy(str(tmp_path / "missing.yaml"))
-    with pytest.raises(ValueError, match="built-ins: \\['offline'\\]"):
+    with pytest.raises(ValueError, match="built-ins: \\['offline', 'web'\\]"):
         load_taxonomy("no-such-taxonomy")
+
+
+def test_builtin_web_taxonomy_reads_every_source_from_a_local_mirror(tmp_path, monkeypatch):
+    """The web taxonomy's Hub sources, served offline from ``HFF_HUB_MIRROR`` (chat rows are message lists)."""
+    import json
+
+    from hf_fundamentals.integrations.audit.reference import MIRROR_ENV, load_reference
+
+    taxonomy = load_taxonomy("web")
+    assert {"web", "code", "math", "chat"} <= set(taxonomy.names)
+    for category in taxonomy.categories:
+        (source,) = category.sources
+        spec = source.spec
+        folder = tmp_path / spec["path"]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{spec['name']}.jsonl" if spec.get("name") else folder.with_suffix(".jsonl")
+        rows = []
+        for i in range(8):
+            text = f"{category.name} document {i}: " + "words of this kind of text " * 4
+            value = [{"role": "user", "content": text}, {"role": "assistant", "content": "a reply " * 8}]
+            rows.append({spec["column"]: value if category.name == "chat" else text, "other": i})
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path))
+    texts, labels = load_reference(taxonomy, docs_per_category=5)
+    assert sorted(set(labels)) == sorted(taxonomy.names) and len(texts) == 5 * len(taxonomy.names)
+    chat = [t for t, label in zip(texts, labels, strict=True) if label == "chat"]
+    assert all("\n\na reply" in t for t in chat)  # the turns joined, one per paragraph
+    assert all(t.startswith(label) for t, label in zip(texts, labels, strict=True) if label != "chat")
+
+
+def test_a_missing_mirror_file_names_the_variable_and_the_file(tmp_path, monkeypatch):
+    from hf_fundamentals.integrations.audit.reference import MIRROR_ENV, load_reference
+
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"HFF_HUB_MIRROR=.*HuggingFaceFW/fineweb/sample-10BT\.jsonl"):
+        load_reference(load_taxonomy("web"), docs_per_category=5)
