@@ -82,6 +82,13 @@ class FitResult:
     bootstrap: dict[str, dict[str, float]] | None = None
     """Per constant: ``se`` (bootstrap std), ``lo``/``hi`` (percentile interval at ``ci``), ``n`` refits used."""
     extra: dict[str, Any] = field(default_factory=dict)
+    identifiability: dict[str, dict[str, Any]] | None = None
+    """Per constant (with ``n_boot`` > 0): estimate, interval and flags ``wide`` (the bootstrap interval spans an
+    order of magnitude or reaches 0) and ``on_bound`` (see :func:`hf_fundamentals.scaling.identifiability`)."""
+    boot_thetas: list[list[float]] | None = None
+    """Fit coordinates of every bootstrap refit (``predict_interval`` uses them)."""
+    log_residuals: list[float] | None = None
+    """ln(observed) − ln(fitted) at the training points."""
 
     @property
     def scaling_law(self) -> ScalingLaw:
@@ -90,6 +97,23 @@ class FitResult:
     def predict(self, N: float | np.ndarray, D: float | np.ndarray) -> np.ndarray:
         """Predicted loss at N parameters and D tokens."""
         return self.scaling_law.predict(self.params, N, D)
+
+    def predict_interval(
+        self, N: float | np.ndarray, D: float | np.ndarray, *, ci: float | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile prediction interval at ``ci`` (default the fit's): every bootstrap refit's prediction times a
+        residual drawn from the training residuals. It stays meaningful when single constants are not identified
+        (compensating constants move together). Needs a fit with ``n_boot`` > 0."""
+        if not self.boot_thetas:
+            raise ValueError("predict_interval needs bootstrap refits: fit with n_boot > 0")
+        law = self.scaling_law
+        u, v = np.broadcast_arrays(np.log(as_positive("N", N)), np.log(as_positive("D", D)))
+        shape = u.shape
+        draws = np.exp(law.log_loss(np.asarray(self.boot_thetas), u.ravel(), v.ravel()))
+        rng = np.random.default_rng(seed)
+        draws = draws * np.exp(rng.choice(np.asarray(self.log_residuals or [0.0]), size=draws.shape))
+        q = (1 - (self.ci if ci is None else ci)) / 2
+        return np.quantile(draws, q, axis=0).reshape(shape), np.quantile(draws, 1 - q, axis=0).reshape(shape)
 
     def d_star(self, N: float) -> float | None:
         """Loss-minimizing tokens for an N-parameter model (None: loss keeps falling with D)."""
@@ -127,7 +151,11 @@ class FitResult:
         for name in law.param_names:
             s = f"{name}={self.params[name]:.4g}"
             if self.bootstrap and name in self.bootstrap and self.bootstrap[name]["se"] is not None:
-                s += f" (±{self.bootstrap[name]['se']:.2g})"
+                b = self.bootstrap[name]
+                s += f" [{b['lo']:.3g}, {b['hi']:.3g}]"
+            info = (self.identifiability or {}).get(name)
+            if info and info["flags"]:
+                s += " (" + "+".join(info["flags"]) + ")"
             pieces.append(s)
         r2h = "n/a" if self.r2_heldout is None else f"{self.r2_heldout:.4f}"
         r2t = "n/a" if self.r2_train is None else f"{self.r2_train:.4f}"
@@ -140,6 +168,13 @@ class FitResult:
         ]
         if self.at_bounds:
             lines.append(f"  at bounds: {', '.join(self.at_bounds)}")
+        if self.bootstrap:
+            bad = [n for n, i in (self.identifiability or {}).items() if i["flags"]]
+            lines.append(
+                f"  {self.ci:.0%} bootstrap intervals ({self.n_boot} refits); "
+                + (f"NOT IDENTIFIED: {', '.join(bad)} (trust predictions, not these constants)" if bad
+                   else "every constant identified")
+            )  # fmt: skip
         return "\n".join(lines)
 
 
@@ -289,13 +324,17 @@ def fit_law(
     pred = np.exp(law.log_loss(theta, np.log(N), np.log(D)))
 
     boot = None
+    boot_thetas: list[list[float]] | None = None
+    ident = None
     if n_boot > 0:
         samples = []
+        boot_thetas = []
         for _ in tqdm(range(n_boot), desc=f"bootstrap {law.name}", disable=not progress, leave=False):
             idx = rng.integers(0, n_train, n_train)
             res = _minimize(_Objective(law, u[idx], v[idx], y[idx], huber_delta), theta, law.bounds, max_iter)
             if np.all(np.isfinite(res.x)):
                 samples.append(law.to_params(res.x))
+                boot_thetas.append([float(t) for t in res.x])
         q = (1 - ci) / 2
         boot = {}
         for name in law.param_names:
@@ -306,6 +345,13 @@ def fit_law(
                 "hi": float(np.quantile(vals, 1 - q)) if vals.size else None,
                 "n": int(vals.size),
             }
+        from hf_fundamentals.scaling.schedule import identifiability
+
+        on_bound = [t.removeprefix("ln_") for t in at_bounds]
+        free = [n for n in law.param_names if n in {t.removeprefix("ln_") for t in law.theta_names}]
+        ident = identifiability(
+            {n: params[n] for n in free}, {n: (boot[n]["lo"], boot[n]["hi"]) for n in free}, on_bound
+        )
 
     return FitResult(
         law=law.name,
@@ -331,6 +377,9 @@ def fit_law(
         n_boot=int(n_boot),
         ci=float(ci),
         bootstrap=boot,
+        identifiability=ident,
+        boot_thetas=boot_thetas,
+        log_residuals=[float(r) for r in np.log(loss[train]) - np.log(pred[train])],
     )
 
 

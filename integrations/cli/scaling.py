@@ -3,12 +3,17 @@
     hff scaling fit RUNS.csv|RUNS.json [--law shannon|chinchilla|kaplan|all] [--out fit.json] [--plot fig.png]
                     [--heldout "N>6.9e9" "D>1.8e11"]
     hff scaling predict FIT.json --N 1e9 7e9 --D 1e11 3e11 [--law shannon]
+    hff scaling predict scaling_law_fit.json --schedule cosine|wsd|constant|linear --steps 2000 --peak_lr 3e-3
+                    [--warmup 100] [--decay_steps 400] [--min_lr_ratio 0] [--at 500 1000 2000]
 
 Runs are a CSV with a header, or JSON (a list of objects, or ``{"runs": [...]}``), one row per (model,
 checkpoint): parameters (column ``N``, ``params`` or ``model size``), tokens (``D`` or ``tokens``) and loss
 (``loss`` or ``eval_loss``); ``--N_column`` etc. name other columns. ``--heldout`` conditions (all must hold)
 mark rows that are scored but not fitted; a boolean ``heldout`` column does the same. ``predict`` prints the
-loss for every N with every D and the turning points D*(N) and N*(D) (none when the law is monotone).
+loss for every N with every D and the turning points D*(N) and N*(D) (none when the law is monotone). Given the
+annealing fit that ``ScalingLawCallback`` writes (``<output_dir>/scaling_law_fit.json``, Tissue et al., arXiv
+2408.11029), ``predict --schedule`` predicts the same model's loss curve under another LR schedule, with the fit's
+bootstrap prediction interval.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ ALIASES = {
 OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
 CONDITION = re.compile(r"^\s*(N|D)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
 LAW_CHOICES = ("shannon", "chinchilla", "kaplan", "all")
+SCHEDULES = ("constant", "cosine", "linear", "wsd")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,9 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0, help="seed of the start draw and bootstrap")
     q = sub.add_parser("predict", help="predict loss and turning points from a fit JSON")
     q.add_argument("fit", help="JSON written by `hff scaling fit --out`")
-    q.add_argument("--N", type=float, nargs="+", required=True, help="parameter counts")
-    q.add_argument("--D", type=float, nargs="+", required=True, help="token counts")
+    q.add_argument("--N", type=float, nargs="+", default=None, help="parameter counts")
+    q.add_argument("--D", type=float, nargs="+", default=None, help="token counts")
     q.add_argument("--law", default=None, help="which fitted law (default: every law in the file)")
+    q.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="with an annealing fit: predict the loss curve under this LR schedule")  # fmt: skip
+    q.add_argument("--steps", type=int, default=None, help="--schedule: total optimizer steps")
+    q.add_argument("--peak_lr", type=float, default=None, help="--schedule: peak learning rate")
+    q.add_argument("--warmup", type=int, default=0, help="--schedule: linear warm-up steps")
+    q.add_argument("--decay_steps", type=int, default=None, help="--schedule wsd: decay steps (default 20%%)")
+    q.add_argument("--min_lr_ratio", type=float, default=0.0, help="--schedule wsd: final LR / peak LR")
+    q.add_argument("--at", type=int, nargs="+", default=None,
+                   help="--schedule: steps to print (default: 10 evenly spaced, the last included)")  # fmt: skip
     return p
 
 
@@ -157,9 +172,43 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_schedule(args: argparse.Namespace) -> int:
+    from hf_fundamentals.scaling import load_annealing, lr_schedule
+
+    fit = load_annealing(args.fit)
+    if args.steps is None or args.peak_lr is None:
+        raise ValueError("--schedule needs --steps (total optimizer steps) and --peak_lr")
+    lrs = lr_schedule(args.schedule, args.steps, args.peak_lr, warmup_steps=args.warmup,
+                      decay_steps=args.decay_steps, min_lr_ratio=args.min_lr_ratio)  # fmt: skip
+    at = args.at or sorted({int(round(x)) for x in np.linspace(args.steps / 10, args.steps, 10)})
+    if min(at) < 1 or max(at) > args.steps:
+        raise ValueError(f"--at steps must lie in 1..{args.steps}; got {min(at)}..{max(at)}")
+    pred = fit.predict(lrs, at)
+    lo, hi = fit.predict_interval(lrs, at)
+    print(fit.summary())
+    warm = f", {args.warmup} warm-up" if args.warmup else ""
+    print(f"{args.schedule} schedule, peak lr {args.peak_lr:g}, {args.steps} steps{warm}:")
+    band = f"{fit.ci:.0%} interval" if fit.boot_thetas else "no interval (fit without bootstrap)"
+    for s, p, a, b in zip(at, pred, lo, hi, strict=True):
+        print(f"  step {s}: loss {p:.4f}" + (f"  [{a:.4f}, {b:.4f}]" if fit.boot_thetas else ""))
+    print(f"  ({band}; fitted on steps {fit.steps[0]}-{fit.steps[-1]} of the original run)")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from hf_fundamentals.scaling import load_fits
 
+    data = json.loads(Path(args.fit).read_text()) if Path(args.fit).is_file() else None
+    if isinstance(data, dict) and "annealing" in data.get("fits", {}):
+        if args.schedule is None:
+            raise ValueError(
+                f"{args.fit} holds an annealing (single-run) fit: give --schedule, --steps, --peak_lr"
+            )
+        return _predict_schedule(args)
+    if args.schedule is not None:
+        raise ValueError(f"--schedule needs an annealing fit (scaling_law_fit.json); {args.fit} holds none")
+    if args.N is None or args.D is None:
+        raise ValueError("predict needs --N and --D (one or more values each)")
     fits = load_fits(args.fit)
     if args.law is not None:
         if args.law not in fits:

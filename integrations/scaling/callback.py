@@ -1,23 +1,35 @@
-"""``ScalingLawCallback``: fit a Shannon scaling law to a run while it trains, and say where its loss is going.
+"""``ScalingLawCallback``: fit a scaling law to a run while it trains, and say where its loss is going.
 
-At every evaluation the callback records ``(N, D, eval_loss)``, with D the tokens the Trainer has counted from the
-attention masks (``include_num_input_tokens_seen="non_padding"``; the Trainer sums them over gradient
-accumulation and processes). Once ``min_points`` evaluations exist it refits and reports:
+At every evaluation the callback records ``(step, N, D, eval_loss)``, with D the tokens the Trainer has counted from
+the attention masks (``include_num_input_tokens_seen="non_padding"``; the Trainer sums them over gradient
+accumulation and processes), and after every optimizer update the learning rate that update used (read from the
+optimizer's first parameter group, which the Trainer's scheduler sets). Once ``min_points`` evaluations exist it
+refits and reports:
 
-* **one run** (the default): the single-run Shannon form ``L(D) = 1/(A·log2(1 + b·D^β/(K·D^δ + 1)))``
-  (:class:`hf_fundamentals.scaling.ShannonRunLaw`), whose loss turns up in D exactly when δ > β;
+* **one run** (the default, ``law="annealing"``): Tissue et al.'s schedule-aware law
+  ``L(s) = L0 + A·S1^(−α) − C·S2`` (arXiv 2408.11029; :func:`hf_fundamentals.scaling.fit_annealing`), with S1
+  and S2 the forward and annealing areas of the LRs actually used, extended to ``max_steps`` by the scheduler's
+  own LR lambdas (a scheduler without them: the last LR is held, and the report says so). It forecasts the loss
+  at the last step with a bootstrap prediction interval, and knows that a cosine decay ends lower than its first
+  40% suggests;
+* ``law="shannon_run"``: the single-run Shannon form ``L(D) = 1/(A·log2(1 + b·D^β/(K·D^δ + 1)))``
+  (:class:`hf_fundamentals.scaling.ShannonRunLaw`), whose loss turns up in D exactly when δ > β (the turning-point
+  check; blind to the LR schedule);
 * **with a prior** (``prior=FitResult`` or a path to ``hff scaling fit --out`` JSON of the full Shannon law, fitted
   on other runs): the prior's shape, shifted by the mean log-residual of this run's points (a single run cannot
   identify the N-dependence; the shift absorbs a different data mix or tokenizer).
 
-Each refit logs the predicted loss at the end of training (tokens per step so far × ``max_steps``), the turning
-point D* and the fraction D/D* reached, appends them to ``<output_dir>/scaling_law.jsonl`` and to the Trainer's
-``log_history`` (so they land in ``trainer_state.json``), and warns once when D >= ``warn_fraction``·D*.
+Each refit logs the predicted loss at the end of training (with ``law="annealing"`` also its interval), the turning
+point D* and the fraction D/D* reached (``shannon_run`` fits), appends them to ``<output_dir>/scaling_law.jsonl``
+and to the Trainer's ``log_history`` (so they land in ``trainer_state.json``), writes the annealing fit to
+``<output_dir>/scaling_law_fit.json`` (the input of ``hff scaling predict --schedule``), and warns once when
+D >= ``warn_fraction``·D*.
 
-The paper (arXiv 2605.23901) sees the U-shapes mainly after perturbations, so ``perturb`` also
+The Shannon paper (arXiv 2605.23901) sees the U-shapes mainly after perturbations, so ``perturb`` also
 evaluates a perturbed copy every ``perturb_every`` evaluations: ``"noise:0.01"`` adds Gaussian noise of 0.01×each
 weight matrix's std, ``"quant:4"`` fake-quantizes weight matrices to 4 bits per output row (symmetric, absmax).
-The weights are restored exactly afterwards, and the perturbed points get their own fit.
+The weights are restored exactly afterwards, and the perturbed points get their own ``shannon_run`` fit, whose D*
+drives the turning-point warning.
 
 Usage::
 
@@ -27,6 +39,7 @@ Usage::
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -38,11 +51,13 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from hf_fundamentals.scaling import FitResult, fit_law
+from hf_fundamentals.scaling import FitResult, fit_annealing, fit_law
 
 logger = logging.getLogger(__name__)
 
 JSONL = "scaling_law.jsonl"
+FIT_FILE = "scaling_law_fit.json"
+RUN_LAWS = ("annealing", "shannon_run")
 
 
 @dataclass
@@ -70,6 +85,13 @@ class ScalingReport:
     fraction_of_d_star: float | None
     r2_train: float | None
     perturbed: dict[str, Any] | None = field(default=None)
+    final_step: int | None = None
+    predicted_final_lo: float | None = None
+    predicted_final_hi: float | None = None
+    """Prediction interval of the final loss (``law="annealing"``; at the fit's ``ci``, 0.9 by default)."""
+    identifiability: dict[str, Any] | None = None
+    future_lr: str | None = None
+    """How the LRs after the current step were obtained: ``scheduler`` (its lambdas) or ``held`` (last LR)."""
 
 
 def count_parameters(model: torch.nn.Module, *, embeddings: bool = True) -> int:
@@ -159,14 +181,17 @@ def mean_eval_loss(model: torch.nn.Module, dataloader, max_batches: int | None =
 
 
 class ScalingLawCallback(TrainerCallback):
-    """Refit a Shannon law to the run's eval losses and warn near the turning point (module docstring)."""
+    """Refit a single-run law (schedule-aware by default) to the run's eval losses, forecast the final loss with
+    an interval, and warn near a turning point (module docstring)."""
 
     def __init__(
         self,
         *,
         n_params: int | None = None,
+        law: str = "annealing",
         prior: FitResult | str | Path | None = None,
         min_points: int = 6,
+        min_step: int = 1,
         warn_fraction: float = 0.9,
         perturb: str | None = None,
         perturb_every: int = 1,
@@ -186,6 +211,8 @@ class ScalingLawCallback(TrainerCallback):
             prior = fits["shannon"]
         if prior is not None and prior.law != "shannon":
             raise ValueError(f"prior must be a fit of the full 'shannon' law; got {prior.law!r}")
+        if law not in RUN_LAWS:
+            raise ValueError(f"law must be one of {list(RUN_LAWS)}; got {law!r}")
         if min_points < 6:
             raise ValueError(
                 f"min_points must be >= 6 (the single-run law has 5 constants); got {min_points}"
@@ -195,6 +222,8 @@ class ScalingLawCallback(TrainerCallback):
         if perturb_every < 1:
             raise ValueError(f"perturb_every must be >= 1; got {perturb_every}")
         self.n_params = n_params
+        self.law = law
+        self.min_step = min_step
         self.prior = prior
         self.min_points = min_points
         self.warn_fraction = warn_fraction
@@ -202,7 +231,11 @@ class ScalingLawCallback(TrainerCallback):
         self.perturb_every = perturb_every
         self.perturb_batches = perturb_batches
         self.output_file = output_file
-        self.fit_kwargs = {"n_starts": 64, **(fit_kwargs or {})}
+        self.fit_kwargs = dict(fit_kwargs or {})
+        self.lrs: list[float] = []
+        """LR of every optimizer update so far (entry k: update k+1), as the scheduler set it."""
+        self._scheduler = None
+        self.annealing_fit = None
         self.points: list[ScalingPoint] = []
         self.reports: list[ScalingReport] = []
         self._warned = False
@@ -222,6 +255,34 @@ class ScalingLawCallback(TrainerCallback):
             )
         if self.n_params is None and model is not None:
             self.n_params = count_parameters(model)
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        """Record the LR this update used (the Trainer steps the scheduler only after this event)."""
+        if optimizer is None:
+            return
+        lr = float(optimizer.param_groups[0]["lr"])
+        while len(self.lrs) < state.global_step:  # resumed from a checkpoint: earlier LRs from the scheduler
+            self.lrs.append(self._scheduled_lr(lr_scheduler, len(self.lrs), lr))
+        self.lrs.append(lr)
+        self._scheduler = lr_scheduler
+
+    @staticmethod
+    def _scheduled_lr(scheduler, index: int, fallback: float) -> float:
+        lambdas = getattr(scheduler, "lr_lambdas", None)
+        base = getattr(scheduler, "base_lrs", None)
+        if lambdas and base:
+            return float(base[0] * lambdas[0](index))
+        return fallback
+
+    def lr_sequence(self, final_step: int) -> tuple[list[float], str]:
+        """LRs of updates 1..``final_step``: those recorded, then the scheduler's (``scheduler``), or the last one
+        held (``held``) when the scheduler has no LR lambdas."""
+        if not self.lrs:
+            raise ValueError("no learning rates recorded (the callback sees them after each optimizer step)")
+        rest = range(len(self.lrs), final_step)
+        has_lambdas = bool(getattr(self._scheduler, "lr_lambdas", None))
+        how = "scheduler" if has_lambdas or not rest else "held"
+        return [*self.lrs, *(self._scheduled_lr(self._scheduler, k, self.lrs[-1]) for k in rest)], how
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, eval_dataloader=None, **kwargs):
         if not metrics or "eval_loss" not in metrics or state.num_input_tokens_seen <= 0:
@@ -248,30 +309,35 @@ class ScalingLawCallback(TrainerCallback):
             return
         steps_left_total = args.max_steps if args.max_steps and args.max_steps > 0 else state.max_steps
         final_tokens = point.tokens / max(point.step, 1) * steps_left_total if steps_left_total else None
-        report = self.refit(final_tokens)
+        report = self.refit(final_tokens, final_step=steps_left_total or None)
         self.reports.append(report)
         self._emit(args, state, report)
 
     # ------------------------------------------------------------------------------------------------ fitting
-    def refit(self, final_tokens: float | None = None) -> ScalingReport:
-        """Fit the recorded points now (see the module docstring) and return the report."""
+    def refit(self, final_tokens: float | None = None, final_step: int | None = None) -> ScalingReport:
+        """Fit the recorded points now (see the module docstring) and return the report. ``final_step`` is where
+        the annealing law forecasts (default: the last step seen); ``final_tokens`` where ``shannon_run`` does."""
         if len(self.points) < self.min_points:
             raise ValueError(f"need at least {self.min_points} evaluations to fit; have {len(self.points)}")
         last = self.points[-1]
-        tokens = np.array([p.tokens for p in self.points])
-        losses = np.array([p.loss for p in self.points])
-        law, params, d_star, predict, r2 = self._fit(tokens, losses, last.n_params)
-        report = ScalingReport(
-            step=last.step,
-            tokens=last.tokens,
-            law=law,
-            params=params,
-            predicted_final_loss=None if final_tokens is None else float(predict(final_tokens)),
-            final_tokens=final_tokens,
-            d_star=d_star,
-            fraction_of_d_star=None if d_star is None else last.tokens / d_star,
-            r2_train=r2,
-        )
+        if self.law == "annealing" and (self.prior is None):
+            report = self._fit_annealing(final_step or last.step)
+            report.final_tokens = final_tokens
+        else:
+            tokens = np.array([p.tokens for p in self.points])
+            losses = np.array([p.loss for p in self.points])
+            law, params, d_star, predict, r2 = self._fit(tokens, losses, last.n_params)
+            report = ScalingReport(
+                step=last.step,
+                tokens=last.tokens,
+                law=law,
+                params=params,
+                predicted_final_loss=None if final_tokens is None else float(predict(final_tokens)),
+                final_tokens=final_tokens,
+                d_star=d_star,
+                fraction_of_d_star=None if d_star is None else last.tokens / d_star,
+                r2_train=r2,
+            )
         perturbed = [(p.tokens, p.perturbed_loss) for p in self.points if p.perturbed_loss is not None]
         if len(perturbed) >= self.min_points:
             t, y = (np.array(c) for c in zip(*perturbed, strict=True))
@@ -285,6 +351,30 @@ class ScalingLawCallback(TrainerCallback):
                 "r2_train": pr2,
             }
         return report
+
+    def _kwargs(self, fn) -> dict[str, Any]:
+        """``fit_kwargs`` that ``fn`` accepts, over per-law defaults (64 starts for fit_law, 100 bootstrap refits
+        for the annealing law)."""
+        defaults = {"n_boot": 100} if fn is fit_annealing else {"n_starts": 64}
+        names = set(inspect.signature(fn).parameters)
+        return {k: v for k, v in {**defaults, **self.fit_kwargs}.items() if k in names}
+
+    def _fit_annealing(self, final_step: int) -> ScalingReport:
+        last = self.points[-1]
+        lrs, how = self.lr_sequence(max(final_step, last.step))
+        steps = np.array([p.step for p in self.points])
+        losses = np.array([p.loss for p in self.points])
+        fit = fit_annealing(steps, losses, lrs, min_step=self.min_step, **self._kwargs(fit_annealing))
+        self.annealing_fit = fit
+        final = float(fit.predict(lrs, [final_step])[0])
+        lo, hi = (float(x[0]) for x in fit.predict_interval(lrs, [final_step]))
+        return ScalingReport(
+            step=last.step, tokens=last.tokens, law="annealing", params=fit.params, predicted_final_loss=final,
+            final_tokens=None, d_star=None, fraction_of_d_star=None, r2_train=fit.r2_train,
+            final_step=int(final_step), predicted_final_lo=lo if fit.n_boot else None,
+            predicted_final_hi=hi if fit.n_boot else None, identifiability=fit.identifiability or None,
+            future_lr=how,
+        )  # fmt: skip
 
     def _fit(self, tokens: np.ndarray, losses: np.ndarray, n_params: float, use_prior: bool = True):
         if self.prior is not None and use_prior:
@@ -300,7 +390,7 @@ class ScalingLawCallback(TrainerCallback):
                 return float(self.prior.predict(n_params, d)) * math.exp(shift)
 
             return "shannon (prior, shifted)", {**self.prior.params, "log_shift": shift}, d_star, predict, r2
-        fit = fit_law("shannon_run", np.full_like(tokens, n_params), tokens, losses, **self.fit_kwargs)
+        fit = fit_law("shannon_run", np.full_like(tokens, n_params), tokens, losses, **self._kwargs(fit_law))
 
         def predict(d: float) -> float:
             return float(fit.predict(n_params, d))
@@ -308,7 +398,8 @@ class ScalingLawCallback(TrainerCallback):
         return "shannon_run", fit.params, fit.d_star(n_params), predict, fit.r2_train
 
     def _emit(self, args, state, report: ScalingReport) -> None:
-        record = {"scaling/" + k: v for k, v in report.__dict__.items() if k not in ("params", "perturbed")}
+        skip = ("params", "perturbed", "identifiability")
+        record = {"scaling/" + k: v for k, v in report.__dict__.items() if k not in skip}
         record["scaling/params"] = report.params
         if report.perturbed is not None:
             record["scaling/perturbed"] = report.perturbed
@@ -316,11 +407,32 @@ class ScalingLawCallback(TrainerCallback):
         if self.output_file and args.output_dir and state.is_world_process_zero:
             path = Path(args.output_dir) / self.output_file
             path.parent.mkdir(parents=True, exist_ok=True)
+            extra = {"scaling/identifiability": report.identifiability} if report.identifiability else {}
             with path.open("a") as fh:
-                fh.write(json.dumps({"step": state.global_step, **record}) + "\n")
+                fh.write(json.dumps({"step": state.global_step, **record, **extra}) + "\n")
+            fit = getattr(self, "annealing_fit", None)
+            if report.law == "annealing" and fit is not None:
+                fit.save(path.with_name(FIT_FILE))
         final = "n/a" if report.predicted_final_loss is None else f"{report.predicted_final_loss:.4f}"
-        d_txt = "none (still falling)" if report.d_star is None else f"{report.d_star:.3g} tokens"
-        logger.info("scaling law at %.3g tokens: predicted final loss %s, D* %s", report.tokens, final, d_txt)
+        if report.predicted_final_lo is not None:
+            final += f" [{report.predicted_final_lo:.4f}, {report.predicted_final_hi:.4f}]"
+        if (
+            report.law == "annealing"
+            and not (report.predicted_final_lo or report.predicted_final_loss or 0) > 0
+        ):
+            logger.warning(
+                "ScalingLawCallback: the annealing law forecasts a loss <= 0 at step %s: the evaluations so far do not "
+                "pin it down (too few, or too early in the run); set min_step to drop the earliest ones",
+                report.final_step,
+            )
+        if report.law == "annealing":
+            logger.info("scaling law (annealing) at step %d: predicted loss at step %s: %s", report.step,
+                        report.final_step, final)  # fmt: skip
+        else:
+            d_txt = "none (still falling)" if report.d_star is None else f"{report.d_star:.3g} tokens"
+            logger.info(
+                "scaling law at %.3g tokens: predicted final loss %s, D* %s", report.tokens, final, d_txt
+            )
         fractions = [report.fraction_of_d_star]
         if report.perturbed is not None:
             fractions.append(report.perturbed["fraction_of_d_star"])

@@ -76,17 +76,36 @@ def _collate(features):
     return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
 
-def _trainer(tmp_path, callback, *, steps=8, accumulation=2, include="non_padding"):
+def _counting(n: int, seed: int):
+    """Learnable rows: a fixed bigram map (next = 3 + (7·(t − 3) + 5) mod 61) from a random first token, with
+    every 4th token random, so the loss has a floor above 0."""
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        ids = [int(torch.randint(3, 64, (1,), generator=g))]
+        for i in range(1, 16):
+            nxt = 3 + (7 * (ids[-1] - 3) + 5) % 61
+            ids.append(int(torch.randint(3, 64, (1,), generator=g)) if i % 4 == 0 else nxt)
+        rows.append({"input_ids": ids})
+    return Dataset.from_list(rows)
+
+
+def _trainer(tmp_path, callback, *, steps=8, accumulation=2, include="non_padding", scheduler="linear",
+             eval_steps=1, data=None, lr=3e-3):  # fmt: skip
     from transformers import Trainer, TrainingArguments
 
+    train, held = data if data is not None else (_dataset(60, 0), _dataset(8, 1))
     args = TrainingArguments(
         output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=3,
         gradient_accumulation_steps=accumulation, per_device_eval_batch_size=4, eval_strategy="steps",
-        eval_steps=1, logging_steps=1, learning_rate=3e-3, report_to=[], use_cpu=True, save_strategy="no",
-        include_num_input_tokens_seen=include, dataloader_drop_last=False, seed=0, disable_tqdm=True,
+        eval_steps=eval_steps, logging_steps=eval_steps, learning_rate=lr, report_to=[], use_cpu=True,
+        save_strategy="no", include_num_input_tokens_seen=include, dataloader_drop_last=False, seed=0,
+        disable_tqdm=True, lr_scheduler_type=scheduler, warmup_steps=2,
     )  # fmt: skip
     return Trainer(
-        model=_tiny_llama(), args=args, train_dataset=_dataset(60, 0), eval_dataset=_dataset(8, 1),
+        model=_tiny_llama(), args=args, train_dataset=train, eval_dataset=held,
         data_collator=_collate, callbacks=[callback],
     )  # fmt: skip
 
@@ -145,7 +164,7 @@ def test_callback_warns_near_the_turning_point(caplog):
 
     law = get_law("shannon_run")
     star = d_star(law, TRUE, 1e6)
-    cb = ScalingLawCallback(min_points=6, output_file=None, fit_kwargs={"n_starts": 32})
+    cb = ScalingLawCallback(law="shannon_run", min_points=6, output_file=None, fit_kwargs={"n_starts": 32})
     tokens = np.geomspace(star / 300, star * 0.97, 12)
     cb.points = [
         ScalingPoint(i, float(t), 1e6, float(law.predict(TRUE, 1e6, t))) for i, t in enumerate(tokens)
@@ -169,8 +188,40 @@ def test_callback_clear_errors(tmp_path):
         ScalingLawCallback(perturb="gauss:0.1")
     with pytest.raises(ValueError, match="min_points"):
         ScalingLawCallback(min_points=3)
+    with pytest.raises(ValueError, match="law must be one of"):
+        ScalingLawCallback(law="kaplan")
     with pytest.raises(ValueError, match="need at least"):
         ScalingLawCallback().refit()
     trainer = _trainer(tmp_path, ScalingLawCallback(), steps=1, include="no")
     with pytest.raises(ValueError, match="include_num_input_tokens_seen"):
         trainer.train()
+
+
+def test_callback_records_the_scheduler_lrs_and_forecasts_the_final_loss(tmp_path):
+    """A cosine run on learnable rows: the LRs recorded are transformers' cosine schedule; the report at 80% of the
+    run (first evaluation dropped) forecasts the last evaluation's loss within 5%, inside its interval; the fit file
+    it writes is what `hff scaling predict --schedule` reads. (This toy drops from 3.8 to 1.5 nats in 60 steps, a
+    shape the law fits poorly early on: its 40% forecasts are far off, see benchmarks/scaling_forecast.py for a
+    real one.)"""
+    from hf_fundamentals.integrations.cli.main import main
+    from hf_fundamentals.integrations.scaling.callback import FIT_FILE, JSONL, ScalingLawCallback
+    from hf_fundamentals.scaling import load_annealing, lr_schedule
+
+    cb = ScalingLawCallback(min_points=6, min_step=8, fit_kwargs={"n_boot": 30})
+    trainer = _trainer(tmp_path, cb, steps=60, accumulation=1, scheduler="cosine", eval_steps=4,
+                       data=(_counting(200, 0), _counting(16, 1)), lr=2e-2)  # fmt: skip
+    trainer.train()
+    np.testing.assert_allclose(cb.lrs, lr_schedule("cosine", 60, 2e-2, warmup_steps=2), rtol=1e-9)
+    early = next(r for r in cb.reports if r.step == 48)
+    final = cb.points[-1].loss
+    assert early.law == "annealing" and early.final_step == 60 and early.future_lr == "scheduler"
+    assert early.predicted_final_lo <= final <= early.predicted_final_hi
+    assert abs(early.predicted_final_loss / final - 1) < 0.05, (early.predicted_final_loss, final)
+    assert cb.points[0].loss > 1.1 * final  # the run learned something to forecast
+    assert set(early.identifiability) == {"L0", "A", "alpha", "C"}
+    lines = [json.loads(x) for x in (tmp_path / JSONL).read_text().splitlines()]
+    assert "scaling/predicted_final_hi" in lines[0] and "scaling/identifiability" in lines[0]
+    fit = load_annealing(tmp_path / FIT_FILE)
+    assert fit.steps[-1] == 60
+    assert main(["scaling", "predict", str(tmp_path / FIT_FILE), "--schedule", "constant", "--steps", "60",
+                 "--peak_lr", "2e-2", "--warmup", "2"]) == 0  # fmt: skip
