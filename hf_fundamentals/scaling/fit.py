@@ -345,13 +345,16 @@ def fit_law(
                 "hi": float(np.quantile(vals, 1 - q)) if vals.size else None,
                 "n": int(vals.size),
             }
-        from hf_fundamentals.scaling.schedule import identifiability
+        from hf_fundamentals.scaling.schedule import degenerate_constants, identifiability
 
         on_bound = [t.removeprefix("ln_") for t in at_bounds]
-        free = [n for n in law.param_names if n in {t.removeprefix("ln_") for t in law.theta_names}]
+        coords = [t.removeprefix("ln_") for t in law.theta_names]
+        free = [n for n in law.param_names if n in coords]
+        jac = law.log_loss_and_grad(theta, u, v)[1]
         ident = identifiability(
-            {n: params[n] for n in free}, {n: (boot[n]["lo"], boot[n]["hi"]) for n in free}, on_bound
-        )
+            {n: params[n] for n in free}, {n: (boot[n]["lo"], boot[n]["hi"]) for n in free}, on_bound,
+            degenerate=degenerate_constants(jac, coords),
+        )  # fmt: skip
 
     return FitResult(
         law=law.name,

@@ -173,12 +173,15 @@ def identifiability(
     intervals: Mapping[str, tuple[float | None, float | None]],
     on_bound: Sequence[str] = (),
     *,
+    degenerate: Sequence[str] = (),
     max_ratio: float = 10.0,
 ) -> dict[str, dict[str, Any]]:
     """Per constant: estimate, interval and flags. ``wide``: the interval spans at least ``max_ratio`` (an order of
     magnitude by default; constants and exponents here are all >= 0, so a ratio applies to both), or reaches 0;
     ``on_bound``: the estimate sits on its fit bound (its value is set by the box, not by the data);
-    ``identified`` is True when neither flag fires."""
+    ``degenerate``: the constant moves along a direction the data cannot see (see :func:`degenerate_constants`;
+    a bootstrap started at the fit does not move along it, so its interval alone would look narrow);
+    ``identified`` is True when no flag fires."""
     out: dict[str, dict[str, Any]] = {}
     for name, est in estimates.items():
         lo, hi = intervals.get(name, (None, None))
@@ -189,8 +192,26 @@ def identifiability(
             flags.append("wide")
         if name in on_bound:
             flags.append("on_bound")
+        if name in degenerate:
+            flags.append("degenerate")
         out[name] = {"estimate": float(est), "lo": lo, "hi": hi, "flags": flags, "identified": not flags}
     return out
+
+
+def degenerate_constants(jac: np.ndarray, names: Sequence[str], *, rtol: float = 1e-6) -> list[str]:
+    """Constants that load on a (near-)null direction of the fit's Jacobian ``jac`` (points × coordinates, columns
+    scaled to unit norm first): a singular value below ``rtol`` × the largest means the predictions do not change
+    along that direction, so the constants with weight > 0.3 in it are not determined by the data."""
+    jac = np.asarray(jac, dtype=np.float64)
+    norms = np.linalg.norm(jac, axis=0)
+    out = {names[i] for i in np.flatnonzero(norms <= 1e-300)}
+    live = np.flatnonzero(norms > 1e-300)
+    if live.size:
+        _, sv, vt = np.linalg.svd(jac[:, live] / norms[live], full_matrices=False)
+        for s, v in zip(sv, vt, strict=True):
+            if s < rtol * sv[0]:
+                out |= {names[live[i]] for i in np.flatnonzero(np.abs(v) > 0.3)}
+    return [n for n in names if n in out]
 
 
 def block_resample(
@@ -409,6 +430,7 @@ def fit_annealing(
                 (float(np.quantile(vals, q)), float(np.quantile(vals, 1 - q))) if vals.size else (None, None)
             )
     on_bound = [ANNEALING.param_names[ANNEALING.theta_names.index(t)] for t in at_bounds]
+    degenerate = degenerate_constants(ANNEALING.log_loss_and_grad(theta, s1, s2)[1], ANNEALING.param_names)
     return AnnealingFit(
         params=params,
         theta=[float(t) for t in theta],
@@ -426,7 +448,9 @@ def fit_annealing(
         n_boot=int(n_boot),
         boot_thetas=boot_thetas,
         log_residuals=[float(r) for r in resid],
-        identifiability=identifiability(params, intervals, on_bound) if n_boot > 0 else {},
+        identifiability=identifiability(params, intervals, on_bound, degenerate=degenerate)
+        if n_boot > 0
+        else {},
     )
 
 

@@ -161,3 +161,25 @@ def test_plot_writes_an_image(tmp_path):
     fig = plot_fits(fits, N, D, noisy, heldout=held, path=tmp_path / "fig.png", title="t")
     assert (tmp_path / "fig.png").stat().st_size > 10_000
     assert len(fig.axes) == 2
+
+
+def test_identifiability_flags_fire_on_an_unidentified_fit_and_stay_quiet_on_an_identified_one():
+    """Chinchilla on a 6x6 grid of sizes and tokens: every constant pinned down. The same law on one model size:
+    A and α only enter through A/N^α at that N (any α fits with a matching A), and E trades off against it."""
+    Ns, Ds = np.geomspace(1e7, 1e10, 6), np.geomspace(1e9, 1e12, 6)
+    N, D, _, noisy = _runs("chinchilla", CHINCHILLA, Ns, Ds, noise=0.003, seed=2)
+    good = fit_law("chinchilla", N, D, noisy, n_starts=10, n_boot=30, seed=0)
+    assert all(v["identified"] for v in good.identifiability.values()), good.identifiability
+    assert "every constant identified" in good.summary()
+    lo, hi = good.predict_interval(1e11, 1e13)
+    assert lo < good.predict(1e11, 1e13) < hi
+
+    one = N == Ns[2]
+    bad = fit_law("chinchilla", N[one], D[one], noisy[one], n_starts=10, n_boot=30, seed=0)
+    flagged = {k for k, v in bad.identifiability.items() if not v["identified"]}
+    assert {"A", "alpha"} <= flagged and "degenerate" in bad.identifiability["alpha"]["flags"], (
+        bad.identifiability
+    )
+    assert "NOT IDENTIFIED" in bad.summary()
+    back = FitResult.from_json(bad.to_json())
+    assert back.identifiability == bad.identifiability

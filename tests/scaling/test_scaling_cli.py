@@ -113,3 +113,16 @@ def test_callback_reads_the_prior_that_fit_writes(tmp_path, capsys):
     assert prior.params == json.loads(shannon.read_text())["fits"]["shannon"]["params"]
     with pytest.raises(ValueError, match="holds no 'shannon' fit"):
         ScalingLawCallback(prior=str(chinchilla))
+
+
+def test_fit_prints_and_stores_identifiability(tmp_path, capsys):
+    N, D, loss = _runs()
+    runs = _write_csv(tmp_path / "runs.csv", zip(N, D, loss, strict=True))
+    out = tmp_path / "fit.json"
+    assert main(["scaling", "fit", str(runs), "--law", "chinchilla", "--n_starts", "4", "--n_boot", "8",
+                 "--out", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "95% bootstrap intervals (8 refits)" in text
+    saved = json.loads(out.read_text())["fits"]["chinchilla"]
+    assert set(saved["identifiability"]) == set(CHINCHILLA)
+    assert all("flags" in v for v in saved["identifiability"].values())

@@ -14,6 +14,7 @@ from hf_fundamentals.scaling import (
     AnnealingFit,
     annealing_areas,
     block_resample,
+    degenerate_constants,
     fit_annealing,
     identifiability,
     load_annealing,
@@ -152,7 +153,8 @@ def test_constant_lr_leaves_the_annealing_constant_unidentified():
     lrs, at, _, noisy = _curve("constant", seed=3)
     fit = fit_annealing(at, noisy, lrs, n_boot=50, seed=0)
     assert "C" in [ANNEALING.param_names[ANNEALING.theta_names.index(t)] for t in fit.at_bounds]
-    assert "on_bound" in fit.identifiability["C"]["flags"] and not fit.identifiability["C"]["identified"]
+    assert {"on_bound", "degenerate"} <= set(fit.identifiability["C"]["flags"])
+    assert not fit.identifiability["C"]["identified"]
     assert "NOT IDENTIFIED" in fit.summary()
 
 
@@ -165,6 +167,15 @@ def test_identifiability_flags():
     assert flags["a"]["identified"] and flags["a"]["flags"] == []
     assert flags["b"]["flags"] == ["wide"] and flags["c"]["flags"] == ["wide"]
     assert flags["d"]["flags"] == ["on_bound"]
+
+
+def test_degenerate_constants_finds_proportional_and_empty_columns():
+    u = np.linspace(1.0, 2.0, 6)
+    jac = np.stack(
+        [np.ones(6), u, 3.0 * u, np.zeros(6), u**2], axis=1
+    )  # b and c move together; d does nothing
+    assert degenerate_constants(jac, ["a", "b", "c", "d", "e"]) == ["b", "c", "d"]
+    assert degenerate_constants(jac[:, [0, 1, 4]], ["a", "b", "e"]) == []
 
 
 def test_block_resample_keeps_blocks():
