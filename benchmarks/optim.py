@@ -9,6 +9,7 @@ prints a table. Machine, seeds and shapes are recorded. Nothing here is a timed 
     python benchmarks/optim.py --sections moe
     python benchmarks/optim.py --sections lora
     python benchmarks/optim.py --sections modes             # after train: regularized / HTMuon / Polar Express
+    python benchmarks/optim.py --sections cost,ns_groups,dist,wallclock  # after train: seconds, not steps
 
 Training protocol (``train`` and ``moe``): a Llama-shaped model (4 layers, width 192) or a Qwen3-MoE with the
 same attention and 8 experts of width 128, top-2, trained from scratch on GCIDE dictionary text (Debian
@@ -72,6 +73,21 @@ def save(section: str, payload: dict[str, Any]) -> None:
         data["parity_max_abs_diff_vs_torch_muon"] = data["parity"]["fp32_max_abs_diff"]
     if "cost" in data:
         data["step_time_ratio_vs_adamw"] = data["cost"]["ratio_vs_adamw"]
+        data["optimizer_step_ratio_vs_adamw"] = data["cost"]["ratio_vs_adamw"]
+    wall = data.get("wallclock", {})
+    if not wall or len(wall.get("seeds", [])) < 3:
+        wall = data.get("steptime", wall)
+    if wall:
+        ours = wall["summary"]["hff_muon"]
+        data["wallclock_ratio_vs_adamw"] = {
+            "source": "wallclock" if wall is data.get("wallclock") else "steptime",
+            "mean": ours["wallclock_ratio_vs_adamw_mean"],
+            "per_seed": ours["wallclock_ratio_vs_adamw_per_seed"],
+            "spread": ours["wallclock_ratio_vs_adamw_spread"],
+        }
+        data["wallclock_ratio_vs_torch_muon"] = ours["wallclock_ratio_vs_torch_muon_mean"]
+    if "eval_loss" in data.get("lora", {}):
+        data["lora_eval_loss"] = data["lora"]["eval_loss"]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=1))
 
@@ -309,32 +325,54 @@ def evaluate(model, data) -> float:
 
 
 def train_run(
-    kind: str, name: str, lr: float, seed: int, data, muon_lr: float | None = None, **muon_kwargs: Any
+    kind: str,
+    name: str,
+    lr: float,
+    seed: int,
+    data,
+    muon_lr: float | None = None,
+    stop_at: float | None = None,
+    **muon_kwargs: Any,
 ) -> dict[str, Any]:
+    """One run of ``STEPS`` steps (or until an evaluation reaches ``stop_at``: the wall-clock section needs
+    only the time to reach a target loss, and the schedule is the full run's either way)."""
     model = make_model(kind, 0)  # same init for every optimizer; the seed changes the data order
     opts, scheds = make_optimizer(name, model, lr, muon_lr, **muon_kwargs)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data["train"]), generator=g)
     curve = [(0, evaluate(model, data))]
+    clock = [0.0]  # seconds of training steps (forward, backward, optimizer, schedule) before each eval
+    train_seconds = opt_seconds = 0.0
     started = time.time()
     for step in range(STEPS):
+        t0 = time.perf_counter()
         idx = order[(step * BATCH) % len(order) : (step * BATCH) % len(order) + BATCH]
         batch = data["train"][idx]
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
+        t1 = time.perf_counter()
         for opt in opts:
             opt.step()
         for s in scheds:
             s.step()
         model.zero_grad(set_to_none=True)
-        if not math.isfinite(loss.item()):
+        finite = math.isfinite(loss.item())
+        t2 = time.perf_counter()
+        train_seconds += t2 - t0
+        opt_seconds += t2 - t1
+        if not finite:
             curve.append((step + 1, float("inf")))
+            clock.append(train_seconds)
             break
         if (step + 1) % EVAL_EVERY == 0:
             curve.append((step + 1, evaluate(model, data)))
+            clock.append(train_seconds)
+            if stop_at is not None and curve[-1][1] <= stop_at:
+                break
     return {
         "optimizer": name, "lr": lr, "muon_lr": muon_lr, "seed": seed, "curve": curve,
-        "final_eval_loss": curve[-1][1], "seconds": time.time() - started,
+        "final_eval_loss": curve[-1][1], "seconds": time.time() - started, "clock": clock,
+        "train_seconds": train_seconds, "optimizer_seconds": opt_seconds,
     }  # fmt: skip
 
 
@@ -345,6 +383,15 @@ def steps_to_reach(curve: list[tuple[int, float]], target: float) -> float | Non
                 return float(s1)
             return s0 + (s1 - s0) * (l0 - target) / (l0 - l1) if l0 > target else float(s0)
     return None
+
+
+def seconds_to_reach(curve: list[tuple[int, float]], clock: list[float], target: float) -> float | None:
+    """Training seconds at which the held-out loss first reaches ``target`` (linear between evaluations)."""
+    step = steps_to_reach(curve, target)
+    if step is None:
+        return None
+    steps = [s for s, _ in curve]
+    return float(np.interp(step, steps, clock[: len(steps)]))
 
 
 def tune(label: str, grid: list[float], run, log) -> tuple[float, list[dict[str, Any]]]:
@@ -533,6 +580,349 @@ def section_modes() -> dict[str, Any]:
     return {"seed": seed, "lr": lr, "adamw_final": target, "runs": out}
 
 
+# ------------------------------------------------------------------------------------------ wall-clock
+LEGACY = {"batched": False, "foreach": False, "gram_ns": "off"}
+"""MuonAdamW as it was before batching: one Newton-Schulz call per parameter, a per-tensor AdamW loop."""
+
+
+def section_wallclock(seeds: list[int], per_matrix: bool = False) -> dict[str, Any]:
+    """Whole training steps timed, to tuned AdamW's final held-out loss, at the lrs tuned in ``train``.
+
+    Same model, data, schedule and steps as ``train``; per seed AdamW runs its 400 steps first (its final
+    loss is the target and its time the reference), then the Muon runs, in a rotated order, each until an
+    evaluation reaches the target. torch.optim.Muon's Newton-Schulz is patched to fp32 (its own bf16 NS costs
+    ~2.7 s per step on this CPU, see ``cost``). ``hff_muon_per_matrix`` (the path before batching) is timed
+    only with ``per_matrix=True``: its losses equal ``hff_muon``'s to float rounding, so only its step time
+    differs, and ``cost`` times that step alone.
+    """
+    _torch_muon_ns_in_fp32()
+    tuned = json.loads(RESULTS.read_text())["train"]["tuned"]
+    adam_lr = tuned["adamw_lr"]
+    runs_spec = {
+        "adamw": ("adamw", adam_lr, None, {}),
+        "torch_muon": ("torch_muon", adam_lr, tuned["torch_muon_lr"], {}),
+        "hff_muon": ("hff_muon", adam_lr * tuned["hff_muon_lr_multiple"], None, {}),
+        "hff_muon_per_matrix": ("hff_muon", adam_lr * tuned["hff_muon_lr_multiple"], None, LEGACY),
+    }
+    if not per_matrix:
+        del runs_spec["hff_muon_per_matrix"]
+    data = build_data()
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    names = list(runs_spec)
+    muons = names[1:]
+
+    def summarize() -> dict[str, Any]:
+        """Tables and ratios over the seeds done so far (saved after every seed: a cut-off run keeps them)."""
+        per_seed, rows = [], []
+        for seed, runs in by_seed.items():
+            target = runs["adamw"]["final_eval_loss"]
+            reach = {k: seconds_to_reach(r["curve"], r["clock"], target) for k, r in runs.items()}
+            step_ms = {k: 1e3 * r["train_seconds"] / r["curve"][-1][0] for k, r in runs.items()}
+            opt_ms = {k: 1e3 * r["optimizer_seconds"] / r["curve"][-1][0] for k, r in runs.items()}
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "adamw_final": target,
+                    "seconds_to_reach": reach,
+                    "step_ms": step_ms,
+                    "optimizer_ms": opt_ms,
+                }
+            )
+            for k, r in runs.items():
+                rows.append(
+                    [seed, k, r["final_eval_loss"], step_ms[k], opt_ms[k], reach[k] if reach[k] else "never"]
+                )
+        summary: dict[str, Any] = {}
+        for k in names:
+            vs_adam = [
+                ps["seconds_to_reach"][k] / ps["seconds_to_reach"]["adamw"]
+                if ps["seconds_to_reach"][k]
+                else float("nan")
+                for ps in per_seed
+            ]
+            vs_tm = [
+                ps["seconds_to_reach"][k] / ps["seconds_to_reach"]["torch_muon"]
+                if ps["seconds_to_reach"][k] and ps["seconds_to_reach"]["torch_muon"]
+                else float("nan")
+                for ps in per_seed
+            ]
+            summary[k] = {
+                "wallclock_ratio_vs_adamw_mean": float(np.mean(vs_adam)),
+                "wallclock_ratio_vs_adamw_per_seed": vs_adam,
+                "wallclock_ratio_vs_adamw_spread": [float(np.min(vs_adam)), float(np.max(vs_adam))],
+                "wallclock_ratio_vs_torch_muon_mean": float(np.mean(vs_tm)),
+                "step_ms_mean": float(np.mean([ps["step_ms"][k] for ps in per_seed])),
+                "optimizer_ms_mean": float(np.mean([ps["optimizer_ms"][k] for ps in per_seed])),
+                "step_ratio_vs_adamw_mean": float(
+                    np.mean([ps["step_ms"][k] / ps["step_ms"]["adamw"] for ps in per_seed])
+                ),
+                "final_eval_loss_mean": float(np.mean([by_seed[s][k]["final_eval_loss"] for s in by_seed])),
+            }
+        print(
+            f"\n[wall-clock] dense model, {STEPS} steps; seconds of training steps to tuned AdamW's final loss"
+        )
+        print(
+            table(
+                rows,
+                ["seed", "optimizer", "final eval loss", "ms / step", "optimizer ms / step", "s to reach"],
+            )
+        )
+        srows = [
+            [k, v["wallclock_ratio_vs_adamw_mean"], f"{v['wallclock_ratio_vs_adamw_spread'][0]:.3f}-"
+             f"{v['wallclock_ratio_vs_adamw_spread'][1]:.3f}", v["wallclock_ratio_vs_torch_muon_mean"],
+             v["step_ratio_vs_adamw_mean"]]
+            for k, v in summary.items()
+        ]  # fmt: skip
+        print(
+            table(
+                srows,
+                ["optimizer", "wall-clock vs AdamW", "per-seed range", "vs torch Muon", "step time vs AdamW"],
+            )
+        )
+        return {
+            "model": "dense (train section's Llama, 4 x 192)",
+            "steps": STEPS,
+            "seeds": list(by_seed),
+            "lrs": {k: {"lr": v[1], "muon_lr": v[2]} for k, v in runs_spec.items()},
+            "timed": "whole training steps (forward, backward, optimizer, lr schedule); evaluations excluded",
+            "torch_muon_ns": "fp32 (patched; its default bf16 NS is ~2.7 s/step on this CPU)",
+            "threads": torch.get_num_threads(),
+            "per_seed": per_seed,
+            "summary": summary,
+            "curves": {
+                f"{s}:{k}": {"curve": r["curve"], "clock": r["clock"]}
+                for s, runs in by_seed.items()
+                for k, r in runs.items()
+            },
+        }
+
+    for n, seed in enumerate(seeds):
+        by_seed[seed] = {}
+        for label in ["adamw"] + muons[n % len(muons) :] + muons[: n % len(muons)]:
+            opt, lr, muon_lr, kwargs = runs_spec[label]
+            target = by_seed[seed]["adamw"]["final_eval_loss"] if label != "adamw" else None
+            run = train_run("dense", opt, lr, seed, data, muon_lr=muon_lr, stop_at=target, **kwargs)
+            by_seed[seed][label] = run
+            print(
+                f"  seed {seed} {label}: final {run['final_eval_loss']:.4f}, {run['train_seconds']:.1f} s of "
+                f"steps ({run['optimizer_seconds']:.1f} s optimizer)"
+            )
+        save("wallclock", summarize())
+    return summarize()
+
+
+def section_steptime(reps: int = 3, steps: int = 10) -> dict[str, Any]:
+    """Whole training steps (forward, backward, optimizer, schedule) of each optimizer, interleaved, and the
+    wall-clock to tuned AdamW's final loss they imply with the ``train`` section's steps to reach it.
+
+    The optimizers take turns (``steps`` timed steps each, ``reps`` rounds, rotated order) on the same
+    batches, so load from other processes on a shared machine hits them alike. Seconds to reach = steps to
+    reach (per seed, from ``train``) x mean seconds per step; ``wallclock`` times whole runs instead.
+    """
+    _torch_muon_ns_in_fp32()
+    done = json.loads(RESULTS.read_text())["train"]
+    tuned = done["tuned"]
+    adam_lr = tuned["adamw_lr"]
+    specs = {
+        "adamw": ("adamw", adam_lr, None, {}),
+        "torch_muon": ("torch_muon", adam_lr, tuned["torch_muon_lr"], {}),
+        "hff_muon": ("hff_muon", adam_lr * tuned["hff_muon_lr_multiple"], None, {}),
+        "hff_muon_per_matrix": ("hff_muon", adam_lr * tuned["hff_muon_lr_multiple"], None, LEGACY),
+    }
+    setups = {}
+    for label, (name, lr, muon_lr, kwargs) in specs.items():
+        model = make_model("dense", 0)
+        opts, scheds = make_optimizer(name, model, lr, muon_lr, **kwargs)
+        setups[label] = (model, opts, scheds)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, VOCAB, (BATCH, SEQ), generator=g) for _ in range(steps + 2)]
+
+    def run(label: str, timed: bool) -> list[float]:
+        model, opts, scheds = setups[label]
+        out = []
+        for batch in batches[2:] if timed else batches[:2]:
+            t = time.perf_counter()
+            model(input_ids=batch, labels=batch).loss.backward()
+            for opt in opts:
+                opt.step()
+            for sch in scheds:
+                sch.step()
+            model.zero_grad(set_to_none=True)
+            out.append(time.perf_counter() - t)
+        return out
+
+    names = list(specs)
+    for label in names:
+        run(label, timed=False)  # warm-up: optimizer state, allocator
+    per_rep: dict[str, list[float]] = {k: [] for k in names}
+    for rep in range(reps):
+        for label in names[rep % len(names) :] + names[: rep % len(names)]:
+            per_rep[label].append(1e3 * float(np.mean(run(label, timed=True))))
+    step_ms = {k: float(np.mean(v)) for k, v in per_rep.items()}
+    steps_key = {"adamw": "adamw", "torch_muon": "torch_muon", "hff_muon": "hff_muon_tuned",
+                 "hff_muon_per_matrix": "hff_muon_tuned"}  # fmt: skip
+    per_seed = []
+    for ps in done["per_seed"]:
+        sec = {k: ps["steps_to_reach"][steps_key[k]] * step_ms[k] / 1e3 for k in names}
+        per_seed.append({"seed": ps["seed"], "seconds_to_reach": sec})
+    summary, rows = {}, []
+    for k in names:
+        vs_adam = [p["seconds_to_reach"][k] / p["seconds_to_reach"]["adamw"] for p in per_seed]
+        vs_tm = [p["seconds_to_reach"][k] / p["seconds_to_reach"]["torch_muon"] for p in per_seed]
+        summary[k] = {
+            "step_ms_mean": step_ms[k],
+            "step_ms_per_rep": per_rep[k],
+            "step_ratio_vs_adamw": step_ms[k] / step_ms["adamw"],
+            "wallclock_ratio_vs_adamw_mean": float(np.mean(vs_adam)),
+            "wallclock_ratio_vs_adamw_per_seed": vs_adam,
+            "wallclock_ratio_vs_adamw_spread": [float(np.min(vs_adam)), float(np.max(vs_adam))],
+            "wallclock_ratio_vs_torch_muon_mean": float(np.mean(vs_tm)),
+        }
+        rows.append([k, step_ms[k], f"{min(per_rep[k]):.0f}-{max(per_rep[k]):.0f}", step_ms[k] / step_ms["adamw"],
+                     summary[k]["wallclock_ratio_vs_adamw_mean"],
+                     f"{min(vs_adam):.3f}-{max(vs_adam):.3f}", summary[k]["wallclock_ratio_vs_torch_muon_mean"]])  # fmt: skip
+    print(
+        f"\nWhole training steps, dense model, batch {BATCH}x{SEQ}, {reps} interleaved rounds of {steps} steps"
+    )
+    print(table(rows, ["optimizer", "ms / step", "round range", "x AdamW step", "wall-clock vs AdamW",
+                       "per-seed range", "vs torch Muon"]))  # fmt: skip
+    return {
+        "model": "dense (train section's Llama, 4 x 192)",
+        "reps": reps,
+        "steps_per_rep": steps,
+        "threads": torch.get_num_threads(),
+        "steps_to_reach_from": "train section, seeds " + ",".join(str(p["seed"]) for p in done["per_seed"]),
+        "torch_muon_ns": "fp32 (patched; its default bf16 NS is ~2.7 s/step on this CPU)",
+        "summary": summary,
+        "per_seed": per_seed,
+    }
+
+
+def section_ns_groups(repeats: int = 5) -> dict[str, Any]:
+    """Newton-Schulz time per shape group of the dense and MoE models: per matrix vs one batched call, Gram NS,
+    and fp32 vs bf16 (time and error against fp64 Newton-Schulz): the measurement behind the dtype rule."""
+    from hf_fundamentals.optim import muon_param_groups
+    from hf_fundamentals.optim.muon import _logical_view
+    from hf_fundamentals.optim.newton_schulz import gram_is_cheaper, newton_schulz
+
+    def timed(fn):
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return float(np.median(ts))
+
+    out, rows = [], []
+    for kind in ("dense", "moe"):
+        model = make_model(kind, 0)
+        g = torch.Generator().manual_seed(0)
+        buckets: dict[tuple[int, int], list[torch.Tensor]] = {}
+        for group in muon_param_groups(model, weight_decay=WD):
+            if not group["use_muon"]:
+                continue
+            full = {**group, "mode": "polar"}
+            for p in group["params"]:
+                _m, blocks = _logical_view(torch.randn(p.shape, generator=g), full)
+                for b in blocks:
+                    wide = b.mT if b.size(-2) > b.size(-1) else b
+                    for sl in wide.reshape(-1, *wide.shape[-2:]):
+                        buckets.setdefault(tuple(sl.shape), []).append(sl.contiguous())
+        for shape, mats in buckets.items():
+            stack = torch.stack(mats)
+            ref = newton_schulz(stack.double(), "quintic", 5, torch.float64)
+            t_loop = timed(lambda mats=mats: [newton_schulz(m, "quintic", 5, torch.float32) for m in mats])
+            t_batch = timed(lambda stack=stack: newton_schulz(stack, "quintic", 5, torch.float32))
+            gram = gram_is_cheaper(*shape, 5)
+            t_gram = timed(lambda stack=stack: newton_schulz(stack, "quintic", 5, torch.float32, gram=True))
+            t_bf16 = timed(lambda stack=stack: newton_schulz(stack, "quintic", 5, torch.bfloat16))
+            err = {}
+            for label, dtype, use_gram in (("fp32", torch.float32, False), ("fp32_gram", torch.float32, True),
+                                           ("bf16", torch.bfloat16, False)):  # fmt: skip
+                y = newton_schulz(stack, "quintic", 5, dtype, gram=use_gram).double()
+                err[label] = float((y - ref).norm() / ref.norm())
+            rec = {
+                "model": kind, "shape": f"{shape[0]}x{shape[1]}", "matrices": len(mats), "gram_used": gram,
+                "ms_per_matrix_loop": 1e3 * t_loop, "ms_batched": 1e3 * t_batch, "ms_batched_gram": 1e3 * t_gram,
+                "ms_batched_bf16": 1e3 * t_bf16, "rel_error_vs_fp64": err,
+            }  # fmt: skip
+            out.append(rec)
+            rows.append([kind, rec["shape"], len(mats), rec["ms_per_matrix_loop"], rec["ms_batched"],
+                         rec["ms_batched_gram"] if gram else "(plain)", rec["ms_batched_bf16"], err["fp32"],
+                         err["fp32_gram"] if gram else "", err["bf16"]])  # fmt: skip
+    print("\nNewton-Schulz (quintic x5) per shape group: time and relative error vs fp64 Newton-Schulz")
+    print(table(rows, ["model", "wide shape", "n", "ms loop", "ms batched", "ms Gram", "ms bf16", "err fp32",
+                       "err Gram", "err bf16"]))  # fmt: skip
+    return {"repeats": repeats, "threads": torch.get_num_threads(), "rows": out}
+
+
+# ----------------------------------------------------------------------------------------- two processes
+def dist_worker(out: str, steps: int = 3) -> None:
+    """One rank of the two-process run (torchrun): the dense model under DDP, Newton-Schulz work per rank."""
+    import torch.distributed as dist
+
+    from hf_fundamentals.optim import MuonAdamW, muon_param_groups
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    result = {}
+    for label, mode in (("split", "auto"), ("no_split", "none")):
+        model = make_model("dense", 0)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        opt = MuonAdamW(muon_param_groups(model, weight_decay=WD), lr=6e-3, weight_decay=WD, distributed=mode)
+        g = torch.Generator().manual_seed(rank)
+        stats, step_s = [], []
+        for _ in range(steps + 1):
+            batch = torch.randint(0, VOCAB, (BATCH // 2, SEQ), generator=g)
+            ddp(input_ids=batch, labels=batch).loss.backward()
+            t = time.perf_counter()
+            opt.step()
+            step_s.append(time.perf_counter() - t)
+            opt.zero_grad(set_to_none=True)
+            stats.append(dict(opt.ns_stats))
+        result[label] = {"ns_stats": stats[1:], "optimizer_seconds": step_s[1:]}
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, result)
+    if rank == 0:
+        Path(out).write_text(json.dumps(gathered))
+    dist.destroy_process_group()
+
+
+def section_dist() -> dict[str, Any]:
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "dist.json"
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               __file__, "--dist_worker", str(out)]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if not out.exists():
+            raise RuntimeError(proc.stderr[-3000:])
+        ranks = json.loads(out.read_text())
+    rows, summary = [], {}
+    for label in ("no_split", "split"):
+        per_rank = []
+        for rank, res in enumerate(ranks):
+            r = res[label]
+            rec = {
+                "rank": rank,
+                "matrices": r["ns_stats"][0]["matrices"],
+                "gflops": r["ns_stats"][0]["flops"] / 1e9,
+                "ns_ms": 1e3 * float(np.median([s["seconds"] for s in r["ns_stats"]])),
+                "optimizer_ms": 1e3 * float(np.median(r["optimizer_seconds"])),
+            }
+            per_rank.append(rec)
+            rows.append([label, rank, rec["matrices"], rec["gflops"], rec["ns_ms"], rec["optimizer_ms"]])
+        summary[label] = per_rank
+    print("\nTwo gloo processes, dense model under DDP: Newton-Schulz work per rank (median of 3 steps)")
+    print(table(rows, ["distributed", "rank", "matrices", "NS GFLOPs", "NS ms", "optimizer ms"]))
+    return {"model": "dense (4 x 192)", "processes": 2, "backend": "gloo, 1 thread each", "per_rank": summary}
+
+
 # ----------------------------------------------------------------------------------------------- LoRA
 def section_lora(steps: int = 120, seed: int = 0) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
@@ -602,6 +992,106 @@ def section_lora(steps: int = 120, seed: int = 0) -> dict[str, Any]:
     }
 
 
+LORA_MODES = {
+    "adamw": None,
+    "muon_b": {"lora_a": "adamw", "lora_b": "muon"},
+    "muon_ab": {"lora_a": "muon", "lora_b": "muon"},
+}
+"""LoRA routing modes: torch AdamW on both factors; Muon on B (out x r) and AdamW on A (the default); both."""
+
+
+def section_lora_modes(steps: int = 40, lr: float = 2e-3, seed: int = 0) -> dict[str, Any]:
+    """Each LoRA routing mode on the embedded SmolLM2: held-out loss at equal steps and at equal wall-clock.
+
+    Same data, batches and lr for every mode (2e-3, the better of the two lrs of ``lora``), match_rms_adamw
+    scaling (0.2 sqrt(max(out, r)) for B, 0.2 sqrt(max(r, in)) for A), training steps timed, evaluations not.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    from hf_fundamentals.corpora import build_corpus
+    from hf_fundamentals.integrations.hub import load_model
+    from hf_fundamentals.optim import MuonAdamW, muon_param_groups
+
+    texts = [r["text"] for r in build_corpus(["fortunes"], docs_per_domain=400, seed=seed)]
+    train_texts, eval_texts = texts[:360], texts[360:]
+    every = max(1, steps // 4)
+    results = {}
+    for mode, routing in LORA_MODES.items():
+        model, tok = load_model("embedded")
+        torch.manual_seed(seed)
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+        if routing is None:
+            opt = torch.optim.AdamW(
+                [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0
+            )
+        else:
+            opt = MuonAdamW(muon_param_groups(model, **routing), lr=lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+
+        def batch(items, tok=tok):
+            enc = tok(items, return_tensors="pt", truncation=True, max_length=64, padding=True)
+            return enc, enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+
+        @torch.no_grad()
+        def ev(model=model):
+            model.eval()
+            total = 0.0
+            for i in range(0, len(eval_texts), 8):
+                enc, labels = batch(eval_texts[i : i + 8])
+                total += float(model(**enc, labels=labels).loss) * len(eval_texts[i : i + 8])
+            model.train()
+            return total / len(eval_texts)
+
+        rng = np.random.default_rng(seed)
+        curve, clock, spent = [(0, ev())], [0.0], 0.0
+        for step in range(steps):
+            t = time.perf_counter()
+            idx = rng.choice(len(train_texts), size=4, replace=False)
+            enc, labels = batch([train_texts[i] for i in idx])
+            model(**enc, labels=labels).loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            spent += time.perf_counter() - t
+            if (step + 1) % every == 0 or step + 1 == steps:
+                curve.append((step + 1, ev()))
+                clock.append(spent)
+        results[mode] = {
+            "curve": curve,
+            "clock": clock,
+            "final_eval_loss": curve[-1][1],
+            "train_seconds": spent,
+        }
+        print(f"  lora {mode}: eval loss {curve[0][1]:.4f} -> {curve[-1][1]:.4f} in {spent:.0f} s")
+    budget = results["adamw"]["train_seconds"]
+    rows = []
+    for mode, r in results.items():
+        losses = [loss for _, loss in r["curve"]]
+        r["eval_loss_at_adamw_seconds"] = float(np.interp(budget, r["clock"], losses))
+        rows.append(
+            [
+                mode,
+                r["curve"][0][1],
+                r["final_eval_loss"],
+                r["eval_loss_at_adamw_seconds"],
+                r["train_seconds"],
+            ]
+        )
+    print(
+        f"\nLoRA routing modes, r=8 (q_proj, v_proj), embedded SmolLM2-135M, {steps} steps x 4 docs, lr {lr:g}"
+    )
+    print(table(rows, ["mode", "eval loss before", f"after {steps} steps", "at AdamW's seconds", "train s"]))
+    return {
+        "model": "embedded SmolLM2-135M-Instruct",
+        "lora": "r=8, alpha=16, q_proj+v_proj",
+        "data": "fortunes (Debian), 360 train / 40 held-out docs, max 64 tokens",
+        "steps": steps,
+        "lr": lr,
+        "seed": seed,
+        "modes": results,
+    }
+
+
 # ----------------------------------------------------------------------------------------------- cost
 def section_cost(repeats: int = 30) -> dict[str, Any]:
     from hf_fundamentals.optim import MuonAdamW, muon_param_groups
@@ -642,6 +1132,7 @@ def section_cost(repeats: int = 30) -> dict[str, Any]:
     _torch_muon_ns_in_fp32()
     t_torch = timed(torch_pair)
     t_ours = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD)])
+    t_legacy = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, **LEGACY)])
     t_ours_pe = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, ns_method="polar_express")])
     t_reg = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, mode="regularized")])
     t_ht = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, mode="htmuon")])
@@ -651,6 +1142,7 @@ def section_cost(repeats: int = 30) -> dict[str, Any]:
         ["MuonAdamW quintic, ns_dtype=bfloat16", t_ours_bf16 * 1e3, t_ours_bf16 / t_adamw],
         ["torch.optim.Muon + AdamW (NS patched to fp32)", t_torch * 1e3, t_torch / t_adamw],
         ["MuonAdamW quintic (auto = fp32 on CPU)", t_ours * 1e3, t_ours / t_adamw],
+        ["MuonAdamW per-matrix NS + AdamW loop (before batching)", t_legacy * 1e3, t_legacy / t_adamw],
         ["MuonAdamW polar_express", t_ours_pe * 1e3, t_ours_pe / t_adamw],
         ["MuonAdamW regularized", t_reg * 1e3, t_reg / t_adamw],
         ["MuonAdamW htmuon (SVD)", t_ht * 1e3, t_ht / t_adamw],
@@ -664,6 +1156,7 @@ def section_cost(repeats: int = 30) -> dict[str, Any]:
         "repeats": repeats,
         "ms": {r[0]: r[1] for r in rows},
         "ratio_vs_adamw": t_ours / t_adamw,
+        "ratio_vs_adamw_per_matrix": t_legacy / t_adamw,
         "ratio_vs_torch_muon": t_ours / t_torch,
         "ratio_vs_torch_muon_both_bf16": t_ours_bf16 / t_torch_bf16,
         "note": "CPU, one process; a timing, not a test",
@@ -677,7 +1170,12 @@ def main() -> None:
     parser.add_argument("--sections", default="parity,orthogonality,cost,train,moe,lora")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--lora_steps", type=int, default=120)
+    parser.add_argument("--wallclock_per_matrix", action="store_true", help="also time the pre-batching path")
+    parser.add_argument("--dist_worker", default=None, help=argparse.SUPPRESS)  # one rank of --sections dist
     args = parser.parse_args()
+    if args.dist_worker:
+        dist_worker(args.dist_worker)
+        return
     torch.set_num_threads(min(os.cpu_count() or 1, torch.get_num_threads()))
     for section in args.sections.split(","):
         started = time.time()
@@ -695,8 +1193,21 @@ def main() -> None:
             plot_curves()
         elif section == "modes":
             save("modes", section_modes())
+        elif section == "wallclock":
+            save("wallclock", section_wallclock(args.seeds, args.wallclock_per_matrix))
+        elif section == "steptime":
+            save("steptime", section_steptime())
+        elif section == "ns_groups":
+            save("ns_groups", section_ns_groups())
+        elif section == "dist":
+            save("dist", section_dist())
         elif section == "lora":
             save("lora", section_lora(args.lora_steps))
+        elif section == "lora_modes":
+            previous = json.loads(RESULTS.read_text()).get("lora", {}) if RESULTS.exists() else {}
+            modes = section_lora_modes(args.lora_steps if args.lora_steps != 120 else 40)
+            eval_loss = {k: v["final_eval_loss"] for k, v in modes["modes"].items()}
+            save("lora", {**previous, "routing_modes": modes, "eval_loss": eval_loss})
         else:
             raise SystemExit(f"unknown section {section!r}")
         print(f"[{section}] {time.time() - started:.0f} s; results in {RESULTS}")

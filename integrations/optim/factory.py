@@ -83,7 +83,8 @@ class MuonFactory:
     * ``lora_a``, ``lora_b``, ``routers``, ``unknown``, ``split_fused``: routing choices
       (:func:`~hf_fundamentals.optim.route_parameters`).
     * everything else goes to ``MuonAdamW`` (``mode``, ``ns_method``, ``ns_steps``, ``ns_dtype``,
-      ``adjust_lr``, ``momentum``, ``nesterov``, ``reg_eps``, ``ht_power``, ``distributed``).
+      ``gram_ns``, ``adjust_lr``, ``momentum``, ``nesterov``, ``reg_eps``, ``ht_power``, ``distributed``,
+      ``batched``, ``foreach``).
     """
 
     def __call__(

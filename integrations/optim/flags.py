@@ -43,6 +43,13 @@ class OptimFlags(FlagGroup):
             "'bfloat16', 'float16' or 'float32'."
         },
     )
+    muon_gram_ns: str = field(
+        default="auto",
+        metadata={
+            "help": "Gram Newton-Schulz (iterate on the small Gram side, restarted every 3 steps) where it saves "
+            "FLOPs (aspect ratio above 2.5 at 5 steps): 'auto' (when NS runs in fp32), 'on' or 'off'."
+        },
+    )
     muon_adjust_lr: str = field(
         default="match_rms_adamw",
         metadata={
@@ -94,6 +101,7 @@ class OptimFlags(FlagGroup):
             "muon_mode": MODES,
             "muon_ns_method": NS_METHODS,
             "muon_ns_dtype": ("auto", "bfloat16", "float16", "float32"),
+            "muon_gram_ns": ("auto", "on", "off"),
             "muon_adjust_lr": ADJUST_LR,
             "muon_lora_a": ("adamw", "muon"),
             "muon_routers": ("adamw", "muon"),
@@ -124,6 +132,7 @@ class OptimFlags(FlagGroup):
             "ns_method": self.muon_ns_method,
             "ns_steps": self.muon_ns_steps,
             "ns_dtype": self.muon_ns_dtype,
+            "gram_ns": self.muon_gram_ns,
             "adjust_lr": self.muon_adjust_lr,
             "muon_lr": self.muon_lr,
             "momentum": self.muon_momentum,
