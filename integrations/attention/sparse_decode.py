@@ -48,14 +48,16 @@ CONFIG_KEY = "hff_sparse_decode"
 class SparseDecodeSettings:
     """``top_p``: estimated attention mass the kept pages must reach (1 = read every page, exact);
     ``page_size`` tokens per page; ``sink_pages`` pages kept from the first visible token; ``window`` most recent
-    tokens always kept; ``max_fraction`` cap on the non-floor pages read; ``dense_layers`` first layers that stay
-    dense; ``min_seq_len`` decode steps with fewer keys stay dense."""
+    tokens always kept; ``max_fraction`` cap on the non-floor pages read; ``alpha`` the ranking score's weight on
+    the box radius (1: Quest's upper bound); ``dense_layers`` first layers that stay dense; ``min_seq_len`` decode
+    steps with fewer keys stay dense."""
 
-    top_p: float = 0.95
+    top_p: float = 0.99
     page_size: int = 16
     sink_pages: int = 1
     window: int = 64
-    max_fraction: float = 0.25
+    max_fraction: float = 0.24
+    alpha: float = 0.5
     dense_layers: int = 2
     min_seq_len: int = 1024
 
@@ -64,6 +66,8 @@ class SparseDecodeSettings:
             raise ValueError(f"top_p must lie in (0, 1]; got {self.top_p}")
         if not 0.0 <= self.max_fraction <= 1.0:
             raise ValueError(f"max_fraction must lie in [0, 1]; got {self.max_fraction}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1]; got {self.alpha}")
         for name in ("page_size", "sink_pages", "window", "dense_layers", "min_seq_len"):
             value = getattr(self, name)
             low = 1 if name == "page_size" else 0
@@ -331,7 +335,7 @@ def sparse_decode_attention_forward(
         kbuf, vbuf, kmin, kmax, ws = key, value, None, None, None
     res = sparse_decode_attention(
         query[:, :, 0], kbuf, vbuf, n=n_k, kmin=kmin, kmax=kmax, key_valid=key_valid, page_size=s.page_size,
-        scaling=scaling, top_p=s.top_p, sink_pages=s.sink_pages, window=s.window, max_fraction=s.max_fraction, workspace=ws,
+        scaling=scaling, top_p=s.top_p, sink_pages=s.sink_pages, window=s.window, max_fraction=s.max_fraction, alpha=s.alpha, workspace=ws,
     )  # fmt: skip
     _record(module, SparseDecodeStats("sparse", n_k, None, res.pages_read, res.mass_bound.detach().amax()))
     return res.output[:, None], None

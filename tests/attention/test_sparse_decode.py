@@ -11,6 +11,7 @@ from hf_fundamentals.attention.sparse_decode import (
     exact_dropped_mass,
     floor_pages,
     page_counts,
+    page_scores,
     page_summaries,
     page_upper_bounds,
     page_upper_bounds_reference,
@@ -78,6 +79,16 @@ def test_upper_bound_dominates_every_key_of_its_page(kind, seed):
     ub2 = page_upper_bounds(q, lo2, hi2, 0.25)
     exact0 = 0.25 * torch.einsum("bhd,bhd->bh", q, k2[:, :, 0].repeat_interleave(3, dim=1))
     assert torch.allclose(ub2[..., 0], exact0, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_scores_move_from_the_box_centre_to_the_bound(alpha):
+    q, k, _, _ = _inputs(7, kind="scaled")
+    lo, hi = page_summaries(k, 8)
+    ub, score = page_scores(q, lo, hi, 0.25, alpha)
+    assert torch.allclose(ub, page_upper_bounds(q, lo, hi, 0.25), atol=1e-4)
+    centre = page_upper_bounds(q, (lo + hi) / 2, (lo + hi) / 2, 0.25)  # a zero-width box at the centre
+    assert torch.allclose(score, centre + alpha * (ub - centre), atol=1e-4)
 
 
 def test_floors_are_the_sink_after_padding_and_the_recent_window():
@@ -151,9 +162,9 @@ def test_buffer_with_spare_capacity_gives_the_same_result_as_exact_length_keys()
 @pytest.mark.parametrize("seed", range(6))
 def test_certified_bound_holds_on_the_dropped_mass(kind, seed):
     q, k, v, valid = _inputs(seed, kind=kind)
-    for top_p, cap in ((0.5, 0.1), (0.9, 0.3), (0.99, 1.0)):
+    for top_p, cap, alpha in ((0.5, 0.1, 1.0), (0.9, 0.3, 0.5), (0.99, 1.0, 0.0)):
         res = sparse_decode_attention(
-            q, k, v, key_valid=valid, page_size=8, top_p=top_p, max_fraction=cap, window=8
+            q, k, v, key_valid=valid, page_size=8, top_p=top_p, max_fraction=cap, window=8, alpha=alpha
         )
         exact = exact_dropped_mass(q, k, res.keep, 8, key_valid=valid)
         assert (exact <= res.mass_bound + 1e-6).all()
@@ -181,11 +192,12 @@ def test_bound_catches_a_needle_the_cap_forces_out():
     assert (exact <= res.mass_bound + 1e-6).all()  # and the certified bound says so
 
 
-def test_decode_mode_pass_matches_step_by_step_decoding():
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_decode_mode_pass_matches_step_by_step_decoding(alpha):
     g = torch.Generator().manual_seed(5)
     q, k, v = torch.randn(6, 203, 16, generator=g) * 2, torch.randn(2, 203, 16, generator=g), torch.randn(2, 203, 16, generator=g)  # fmt: skip
     pos = torch.arange(140, 203)
-    kw = dict(page_size=8, scaling=0.25, top_p=0.8, window=10, max_fraction=0.5)
+    kw = dict(page_size=8, scaling=0.25, top_p=0.8, window=10, max_fraction=0.5, alpha=alpha)
     r = sparse_attention_at_positions(q[:, pos], k, v, pos, **kw)
     for j, t in enumerate(pos.tolist()):
         s = sparse_decode_attention(q[None, :, t], k[None, :, : t + 1], v[None, :, : t + 1], **kw)
