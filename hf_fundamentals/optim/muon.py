@@ -446,7 +446,9 @@ class MuonAdamW(torch.optim.Optimizer):
         if replicated:
             self._replicated_step(replicated, world)
         if sharded:
-            owners = balanced_owners([ns_cost(tuple(p.shape), g) for g, p, _u in sharded], world)
+            # expert stacks sharded on the expert dim are computed locally by every rank: they load no owner
+            costs = [0.0 if _experts_local(p, g) else ns_cost(tuple(p.shape), g) for g, p, _u in sharded]
+            owners = balanced_owners(costs, world)
             for (group, p, u), owner in zip(sharded, owners, strict=True):
                 self._apply(group, p, self._dtensor_update(group, p, u, owner))
 
@@ -505,7 +507,7 @@ class MuonAdamW(torch.optim.Optimizer):
         from torch.distributed.tensor import DTensor, Replicate, Shard
 
         mesh, placements = p.device_mesh, p.placements
-        if mesh.ndim == 1 and placements[0] == Shard(0) and p.ndim >= 3 and not group["flatten"]:
+        if _experts_local(p, group):
             # expert stack sharded on the expert dim: each rank holds whole experts, no communication
             local = self._orthogonalize([(group, p, u.to_local())])[0]
             return DTensor.from_local(local, mesh, placements, shape=p.shape, stride=p.stride())
@@ -519,6 +521,13 @@ class MuonAdamW(torch.optim.Optimizer):
             full, mesh, [Replicate()] * mesh.ndim, shape=p.shape, stride=p.stride()
         )
         return replicated.redistribute(mesh, placements)
+
+
+def _experts_local(p: Tensor, group: dict[str, Any]) -> bool:
+    """A DTensor expert stack sharded on the expert dim (1-D mesh, Shard(0)): whole experts on each rank."""
+    from torch.distributed.tensor import Shard
+
+    return p.device_mesh.ndim == 1 and p.placements[0] == Shard(0) and p.ndim >= 3 and not group["flatten"]
 
 
 def _logical_shapes(shape: tuple[int, ...], group: dict[str, Any]) -> list[tuple[int, int, int]]:
