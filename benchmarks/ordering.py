@@ -1,10 +1,11 @@
 """Data-ordering benchmarks: ordering speed, the cost of weight averaging, and training from scratch on a natural
 text mixture under each order x learning-rate schedule x (no) last-k averaging, paired over seeds.
 
-    OMP_NUM_THREADS=1 python benchmarks/ordering.py                    # train + averaging cost (~45 min, 1 core)
+    OMP_NUM_THREADS=1 python benchmarks/ordering.py                    # train + averaging cost (~30 min, 1 busy core)
     python benchmarks/ordering.py --sections speed                     # order 1M / 10M scores
     python benchmarks/ordering.py --sections train --seeds 0 1 2 3 4   # more seeds (runs already done are kept)
     python benchmarks/ordering.py --sections train --quick             # a smoke run (minutes), results not saved
+    python benchmarks/ordering.py --stop_at 10:40                      # start no run that would end after 10:40 UTC
 
 Training protocol (``train``). Text: a natural mixture of the offline corpora (hf_fundamentals.corpora: every
 domain on the machine, the same number of documents from each, no synthetic noise). Documents are split three
@@ -15,7 +16,7 @@ rows of 128 tokens, so a row is one domain's text.
 Score: the reference model's mean token loss (``model_nll``, hf_fundamentals.ordering.scores.model_nll_scores,
 batched and cached) of each train row, the reference model being a small Llama trained on the reference pool.
 (The embedded SmolLM2-135M was the intended reference; on this shared 2-core machine it scored one 128-token
-text in about 4.5 s, so 1,280 rows would take an hour and a half.) Quality = minus that loss, ordered ascending as the
+text in about 4.5 s, so 960 rows would take over an hour.) Quality = minus that loss, ordered ascending as the
 paper orders quality: the run starts on the text the reference finds hardest and ends on the text it finds
 easiest.
 
@@ -53,7 +54,7 @@ VOCAB = 2048
 SEQ = 128
 BATCH = 8
 DOCS_PER_DOMAIN = 300
-N_TRAIN = 1280  # rows of 128 tokens per run: 163,840 tokens, 160 steps
+N_TRAIN = 960  # rows of 128 tokens per run: 122,880 tokens, 120 steps
 EVAL_ROWS = 96
 EVAL_EVERY = 20
 LR = 2e-3
@@ -305,7 +306,7 @@ def _paired(values: dict[int, float], base: dict[int, float], seeds: list[int]) 
             "seeds": vals.tolist()}  # fmt: skip
 
 
-def section_train(seeds: list[int], quick: bool = False) -> dict[str, Any]:
+def section_train(seeds: list[int], quick: bool = False, stop_at: float = math.inf) -> dict[str, Any] | None:
     from hf_fundamentals.ordering import order_indices
     from hf_fundamentals.ordering.guidelines import guideline_metrics
 
@@ -322,19 +323,35 @@ def section_train(seeds: list[int], quick: bool = False) -> dict[str, Any]:
         _plot_orders(data, seeds[0])
     RUNS.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
+    done_seeds = []
+    last_seconds = 0.0
     for seed in seeds:
+        complete = True
         for schedule in SCHEDULES:
             for order_name in ORDERS:
                 path = RUNS / f"{order_name}-{schedule}-seed{seed}.json"
                 if path.is_file() and not quick:
                     run = json.loads(path.read_text())
+                elif time.time() + last_seconds > stop_at:  # it would not end in time
+                    complete = False
+                    continue
                 else:
                     run = train_run(order_name, schedule, seed, data)
+                    last_seconds = run["seconds"]
                     if not quick:
                         path.write_text(json.dumps(run))
                 runs.append(run)
                 print(f"  seed {seed} {schedule:6s} {order_name:8s} held-out {run['loss']['none']:.4f}, "
                       f"last-{AVERAGE_K} average {run['loss']['last_k']:.4f} ({run['seconds']:.0f} s)", flush=True)  # fmt: skip
+        if complete:
+            done_seeds.append(seed)
+    if len(done_seeds) < len(seeds):
+        print(f"--stop_at reached: seeds {done_seeds} are complete; a rerun continues with the stored runs")
+        seeds = done_seeds
+        runs = [r for r in runs if r["seed"] in seeds]
+    if len(seeds) < 2:
+        print("fewer than 2 complete seeds: no paired table")
+        return None
 
     loss = {(r["order"], r["schedule"], a, r["seed"]): r["loss"][a] for r in runs for a in AVERAGING}
     heldout: dict[str, Any] = {}
@@ -459,6 +476,8 @@ def main() -> None:
     parser.add_argument("--sections", default="train,averaging_cost")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed pair, nothing saved")
+    parser.add_argument("--stop_at", default=None,
+                        help="UTC HH:MM: start no training run that would end later; the table uses complete seeds")  # fmt: skip
     args = parser.parse_args()
     sections = args.sections.split(",")
     out: dict[str, Any] = {}
@@ -466,10 +485,20 @@ def main() -> None:
         N_TRAIN, DOCS_PER_DOMAIN, REF_STEPS, EVAL_EVERY = 160, 40, 10, 5
     if "speed" in sections:
         out["speed"] = section_speed()
+    if "train" in sections:
+        seeds = args.seeds[:2] if args.quick else args.seeds
+        stop_at = math.inf
+        if args.stop_at:
+            import datetime as dt
+
+            hh, mm = (int(x) for x in args.stop_at.split(":"))
+            now = dt.datetime.now(dt.UTC)
+            stop_at = now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
+        train = section_train(seeds, quick=args.quick, stop_at=stop_at)
+        if train is not None:
+            out["train"] = train
     if "averaging_cost" in sections:
         out["averaging_cost"] = section_averaging_cost(params=5_000_000 if args.quick else 135_000_000)
-    if "train" in sections:
-        out["train"] = section_train(args.seeds[:2] if args.quick else args.seeds, quick=args.quick)
     if args.quick:
         print("quick run: nothing saved")
         return
