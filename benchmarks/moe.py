@@ -58,6 +58,7 @@ output folder), so a rerun skips it. Results: ``benchmarks/results/moe.json`` an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -777,6 +778,20 @@ def transfer_coord(
     return out
 
 
+def _coord_cache(
+    args: argparse.Namespace, param: str, log2_lr: float, settings: Any, batch: torch.Tensor
+) -> Path:
+    """Where the coordinate check of ``param`` at ``log2_lr`` is kept (under the run store, keyed by all
+    that sets it), so that analysing a sweep in progress does not redo it."""
+    key = {
+        "param": param, "log2_lr": float(log2_lr), "settings": asdict(settings), "widths": args.coord_widths,
+        "experts": args.coord_experts, "steps": args.coord_steps, "seeds": args.coord_seeds,
+        "batch": batch.tolist(), "modules": COORD_STATEMENT_MODULES,
+    }  # fmt: skip
+    name = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return Path(args.store) / "coord" / f"{name}.json"
+
+
 def transfer_report(
     args: argparse.Namespace,
     sweeps: Mapping[str, Mapping[str, Mapping[str, Any]]],
@@ -797,6 +812,7 @@ def transfer_report(
 
     from hf_fundamentals.moe import SLOPE_TOLERANCE, transfer_table
 
+    report_started = time.time()
     status: dict[str, dict[str, Any]] = {}
     usable: dict[str, dict[str, Any]] = {}
     for param, by_shape in sweeps.items():
@@ -814,17 +830,31 @@ def transfer_report(
     tab = transfer_table(analysable, PROXY.name, n_boot=args.n_boot) if analysable else None
 
     coord: dict[str, Any] = {}
-    t0 = time.time()
+    coord_seconds = 0.0  # what the checks cost when they ran (a kept check costs nothing again)
     batch = train_ids[: settings.batch_size]
     for param in args.params:
-        proxy = tab["details"][param] if tab and param in tab["details"] else {}
-        log2_lr = next(iter(proxy.values()))["transferred_log2_lr"] if proxy else args.center_log2
-        coord[param] = transfer_coord(
-            param, 2.0**log2_lr, settings, batch, args.coord_widths, args.coord_experts, args.coord_steps,
-            args.coord_seeds,
-        )  # fmt: skip
-        coord[param] = {"lr_log2": log2_lr, "axes": coord[param]}
-    coord_seconds = time.time() - t0
+        # the transferred lr: the proxy's fitted optimum (as in transfer_regret), once its sweep is complete
+        log2_lr = args.center_log2
+        if PROXY.name in usable.get(param, {}):
+            ps = usable[param][PROXY.name]
+            y = np.asarray(ps["losses"], dtype=float)
+            mean = np.where(np.isfinite(y).all(axis=0), y.mean(axis=0), np.inf)
+            with contextlib.suppress(ValueError):  # every lr diverged: no optimum, the grid centre stays
+                log2_lr = float(fit_optimum(2.0 ** np.asarray(ps["log2_lrs"]), mean, points=5).log2_lr_star)
+        cache = _coord_cache(args, param, log2_lr, settings, batch)
+        if cache.exists():  # the same check as before (same lr, shapes, seeds, batch): its stored verdicts
+            kept = json.loads(cache.read_text())
+        else:
+            t1 = time.time()
+            axes = transfer_coord(
+                param, 2.0**log2_lr, settings, batch, args.coord_widths, args.coord_experts,
+                args.coord_steps, args.coord_seeds,
+            )  # fmt: skip
+            kept = {"axes": _jsonable(axes), "seconds": time.time() - t1}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(kept))
+        coord[param] = {"lr_log2": log2_lr, "axes": kept["axes"]}
+        coord_seconds += kept["seconds"]
 
     regret = {p: (tab["regret_nats"].get(p, {}) if tab else {}) for p in args.params}
     drift = {p: (tab["drift_log2"].get(p, {}) if tab else {}) for p in args.params}
@@ -890,7 +920,7 @@ def transfer_report(
             "train_seconds_of_stored_runs": run_seconds,
             "runs_stored": runs_stored,
             "coord_check_seconds": coord_seconds,
-            "wall_seconds_this_invocation": wall_seconds + coord_seconds,
+            "wall_seconds_this_invocation": wall_seconds + time.time() - report_started,
             "note": "train seconds are summed over runs (one thread each, shared 2-core machine, nice 10)",
         },
     }
@@ -922,9 +952,10 @@ def transfer_report(
 
 
 def transfer_main(args: argparse.Namespace) -> dict[str, Any]:
-    """Per-seed LR sweeps of the proxy and the targets under SP and µE (each run stored under ``--store``,
-    default ``runs/moe_transfer/``; a rerun continues), then ``transfer_report``: regret and drift with
-    bootstrap intervals and the seeded coordinate check, written to ``complete_mue.json``."""
+    """Per-seed LR sweeps of the proxy and the targets under SP and µE, then ``transfer_report``: regret and
+    drift with bootstrap intervals and the seeded coordinate check, written to ``complete_mue.json``. Each run
+    is stored under ``--store`` (default ``benchmarks/results/complete_mue_runs/``, committed, so a later
+    checkout continues the sweep)."""
     import transformers
 
     from hf_fundamentals.integrations.moe.lr_sweep import RunStore, SweepSettings, run_sweeps
@@ -1056,12 +1087,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     size.add_argument("--quick", action="store_true", help="fewer targets, 50-step runs (about 5 min)")
     size.add_argument("--smoke", action="store_true", help="a < 1 min pipeline check; writes under /tmp")
     parser.add_argument(
-        "--seeds", type=int, nargs="+", default=None, help="seeds averaged per LR (default 0)"
+        "--seeds", type=int, nargs="+", default=None, help="seeds (default: the profile's; --transfer: 0-4)"
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: by profile)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     t = parser.add_argument_group("transfer regret (--transfer)")
-    size.add_argument(
+    size.add_argument(  # in the exclusive group: --transfer has its own protocol, no --quick/--smoke profile
         "--transfer", action="store_true", help="per-seed LR sweeps -> regret and drift with intervals"
     )
     t.add_argument("--targets", nargs="+", default=None, help="target names (default: the six, in run order)")
@@ -1074,7 +1105,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     t.add_argument("--runs_only", action="store_true", help="train and store runs; no analysis")
     t.add_argument("--n_boot", type=int, default=2000, help="bootstrap resamples over seeds")
     t.add_argument("--params", nargs="+", choices=PARAMS, default=list(PARAMS), help="parameterizations")
-    t.add_argument("--store", type=Path, default=REPO / "runs" / "moe_transfer", help="folder of stored runs")
+    t.add_argument(
+        "--store", type=Path, default=HERE / "results" / "complete_mue_runs", help="stored runs (committed)"
+    )
     t.add_argument("--only_stored", action="store_true", help="train nothing: analyse the runs stored so far")
     t.add_argument("--lr_points", type=int, default=7, help="initial points of the log2 lr grid")
     t.add_argument("--lr_spacing", type=float, default=0.5, help="log2 lr between grid points")

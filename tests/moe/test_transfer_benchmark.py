@@ -69,6 +69,7 @@ def test_transfer_writes_regret_drift_and_coord_keys_and_analyses_only_complete_
     assert saved["cost"]["runs_stored"] == len(runs) and saved["machine"]["cpu_count"] >= 1
     assert saved["issue_targets"]["on_targets"] == ["N8a2h64"]
     assert "regret nats" in out and "coordinate check" in out
+    assert len(list((tmp_path / "runs" / "coord").glob("*.json"))) == 2  # one kept check per param
 
     # a target run missing (a sweep cut short): the analysis trains nothing and leaves that target out
     mue_target = [
@@ -85,3 +86,4 @@ def test_transfer_writes_regret_drift_and_coord_keys_and_analyses_only_complete_
     assert again["regret_nats"]["sp"] == result["regret_nats"]["sp"]  # same runs, same resamples
     assert again["status"]["mue"]["N8a2h64"]["complete"] is False
     assert again["issue_targets"]["on_targets"] == []
+    assert again["coord_check"] == json.loads(json.dumps(result["coord_check"]))  # the kept check, not redone
