@@ -132,3 +132,25 @@ def test_sliding_window_and_dropout_are_refused_clearly():
     model.train()
     with pytest.raises(ValueError, match="dropout"):
         model(input_ids=ids)
+
+
+def test_from_pretrained_by_name_after_register_keeps_the_saved_settings(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from hf_fundamentals.integrations.registry import register
+
+    model = _model("qwen3")
+    set_sparse_decode(model, top_p=1.0, **SPARSE)
+    model.save_pretrained(tmp_path)
+    ids, mask = _batch()
+    model.set_attn_implementation("sdpa")
+    ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    register()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="hff_sparse_decode").eval()
+    assert loaded.config.hff_sparse_decode["page_size"] == 8
+    out = loaded.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+        past_key_values=SparseDecodeCache(loaded.config),
+    )  # fmt: skip
+    assert torch.equal(out, ref)
+    assert [s.path for s in sparse_stats(loaded)][2:] == ["sparse", "sparse"]
