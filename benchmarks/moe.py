@@ -973,7 +973,26 @@ def transfer_main(args: argparse.Namespace) -> dict[str, Any]:
         init_std=INIT_STD, betas=BETAS, adam_eps=EPS, eval_every=args.eval_every, last_evals=args.last_evals,
     )  # fmt: skip
     seeds = tuple(args.seeds or (0, 1, 2, 3, 4))
-    train_ids, eval_ids, data_id = transfer_data(args.eval_tokens, train_docs=args.train_docs)
+    if args.data_file and Path(args.data_file).exists():  # e.g. on a machine without the GCIDE package
+        saved = torch.load(args.data_file)
+        train_ids, eval_ids, data_id = saved["train"].long(), saved["eval"].long(), saved["id"]
+        if eval_ids.numel() != args.eval_tokens:
+            raise SystemExit(
+                f"--data_file {args.data_file}: {eval_ids.numel()} held-out tokens, not {args.eval_tokens}"
+            )
+    else:
+        train_ids, eval_ids, data_id = transfer_data(args.eval_tokens, train_docs=args.train_docs)
+        if args.data_file:
+            torch.save(
+                {"train": train_ids.to(torch.uint8), "eval": eval_ids.to(torch.uint8), "id": data_id},
+                args.data_file,
+            )
+    shard = None
+    if args.shard:
+        k, _, n = args.shard.partition("/")
+        if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+            raise SystemExit(f"--shard: {args.shard!r} is not K/N with 0 <= K < N")
+        shard = (int(k), int(n))
     shapes = {PROXY.name: hf_config(PROXY, TRANSFER_PROFILE)} | {
         n: hf_config(by_name[n], TRANSFER_PROFILE) for n in names
     }
@@ -985,7 +1004,7 @@ def transfer_main(args: argparse.Namespace) -> dict[str, Any]:
         shapes, PROXY.name, params=args.params, seeds=seeds, settings=settings, train_ids=train_ids,
         eval_ids=eval_ids, store=store, center_log2=args.center_log2, spacing=args.lr_spacing,
         points=args.lr_points, max_points=args.max_lr_points, margin=2, only_stored=args.only_stored,
-        deadline=deadline, log=lambda m: print(m, flush=True),
+        deadline=deadline, log=lambda m: print(m, flush=True), shard=shard, device=args.device,
     )  # fmt: skip
     run_seconds = time.time() - started
     if args.runs_only:
@@ -1113,6 +1132,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     t.add_argument("--lr_spacing", type=float, default=0.5, help="log2 lr between grid points")
     t.add_argument("--max_lr_points", type=int, default=11, help="grid points at most, after extension")
     t.add_argument("--train_docs", type=int, default=6000, help="GCIDE entries to train on")
+    t.add_argument(
+        "--data_file", default=None, help="load the tokens from here (if absent: build, save here)"
+    )
+    t.add_argument("--device", default="cpu", help="where runs train (cuda on a GPU machine)")
+    t.add_argument("--shard", default=None, help="K/N: train only shard K of N of the runs (N processes)")
     t.add_argument("--coord_widths", type=int, nargs="+", default=[64, 128, 256, 512], help="coord check d")
     t.add_argument("--coord_experts", type=int, nargs="+", default=[4, 8, 16, 32], help="coord check N")
     t.add_argument("--coord_steps", type=int, default=4, help="coordinate-check steps on the fixed batch")

@@ -153,10 +153,15 @@ def train_run(
     settings: SweepSettings,
     train_ids: torch.Tensor,
     eval_ids: torch.Tensor,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train one run; ``loss`` is the mean of the last ``last_evals`` held-out evaluations (inf if the run
-    diverged: a non-finite loss, or an evaluation above ln(vocab), worse than uniform)."""
+    diverged: a non-finite loss, or an evaluation above ln(vocab), worse than uniform). The model is built
+    (and seeded) on the CPU, then moved to ``device``; the data order comes from a CPU generator, so a run
+    sees the same batches on any device."""
     model, groups = build_run(proxy_config, target_config, param, lr, seed, settings)
+    model.to(device)  # in place: the parameters the groups hold are the ones moved
+    eval_ids = eval_ids.to(device)
     opt = torch.optim.AdamW(groups, lr=lr, betas=settings.betas, eps=settings.adam_eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings.steps, settings.warmup_frac))
     gen = torch.Generator().manual_seed(seed)
@@ -171,7 +176,7 @@ def train_run(
     for step in range(settings.steps):
         if pos + b > n:  # a new epoch, a new order
             order, pos = torch.randperm(n, generator=gen), 0
-        batch = train_ids[order[pos : pos + b]]
+        batch = train_ids[order[pos : pos + b]].to(device)
         pos += b
         loss = model(input_ids=batch, labels=batch).loss
         if not torch.isfinite(loss):
@@ -256,6 +261,8 @@ def run_sweeps(
     only_stored: bool = False,
     deadline: float | None = None,
     log: Callable[[str], None] = print,
+    shard: tuple[int, int] | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Run (or read from ``store``) every seed at every LR of every shape, proxy first.
 
@@ -264,12 +271,17 @@ def run_sweeps(
     minimum of its seed-mean loss lacks ``margin`` points on a side (``grid_extension``, up to ``max_points``).
     ``only_stored`` runs nothing and returns what the store holds (missing runs as NaN; a grid with a missing
     run is not extended); past ``deadline`` (a ``time.time()`` value) the sweep continues as ``only_stored``.
+    ``shard=(k, n)`` trains only the runs whose store key falls in shard k of n (the others count as missing,
+    so a grid is not extended until a later call without ``shard`` sees them all): n processes with k = 0..n-1
+    share one store without training a run twice. ``device``: where each run trains.
     Returns ``{param: {shape: {"log2_lrs": [...], "losses": [[seed x lr]], "seeds", "seconds"}}}``.
     """
     if proxy not in shapes:
         raise ValueError(f"--proxy: {proxy!r} is not among the shapes {list(shapes)}")
     if not seeds:
         raise ValueError("--seeds: give at least one seed")
+    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"--shard: K/N needs 0 <= K < N; got {shard!r}")
     data_id = data_fingerprint(train_ids, eval_ids)
     proxy_cfg = shapes[proxy]
     order = [proxy] + [s for s in shapes if s != proxy]
@@ -292,10 +304,11 @@ def run_sweeps(
                         hit = store.get(spec)
                         if deadline is not None and time.time() > deadline:
                             only_stored = True
-                        if hit is None and not only_stored:
+                        mine = shard is None or int(store.path(spec).stem, 16) % shard[1] == shard[0]
+                        if hit is None and not only_stored and mine:
                             t0 = time.perf_counter()
                             hit = train_run(
-                                proxy_cfg, cfg, param, 2.0**x, seed, settings, train_ids, eval_ids
+                                proxy_cfg, cfg, param, 2.0**x, seed, settings, train_ids, eval_ids, device
                             )
                             store.put(spec, hit)
                             log(

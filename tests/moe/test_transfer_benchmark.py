@@ -1,6 +1,6 @@
 """``benchmarks/moe.py --transfer`` end to end on a tiny sweep (2 seeds x 3 lrs x 4 steps, the dense proxy and
-one MoE target under SP and µE): every run is stored, the results file holds the regret, drift and
-coordinate-check keys, and an analysis of a store with a run missing leaves that target out of the table
+one MoE target under SP and µE): two sharded processes train every run once, the results file holds the
+regret, drift and coordinate-check keys, and an analysis of a store with a run missing leaves that target out of the table
 instead of fitting it on fewer seeds."""
 
 from __future__ import annotations
@@ -49,11 +49,19 @@ def _argv(tmp_path: Path, *extra: str) -> list[str]:
 def test_transfer_writes_regret_drift_and_coord_keys_and_analyses_only_complete_targets(
     bench, tmp_path, capsys
 ):
-    result = bench.main(_argv(tmp_path))
+    # two processes share the store (--shard K/N) and the tokens (--data_file: built by the first, loaded by
+    # the second); then one call sees every run stored, trains nothing and analyses
+    data = ["--data_file", str(tmp_path / "tokens.pt")]
+    trained = []
+    for k in (0, 1):
+        assert bench.main(_argv(tmp_path, "--runs_only", "--shard", f"{k}/2", *data)) == {}
+        trained.append(TRAINED.findall(capsys.readouterr().out))
+    assert (tmp_path / "tokens.pt").is_file() and all(trained)
+    result = bench.main(_argv(tmp_path, *data))
     out = capsys.readouterr().out
     runs = sorted((tmp_path / "runs").glob("*.json"))
     assert len(runs) == 2 * 2 * 2 * 3  # params x shapes x seeds x lrs
-    assert len(TRAINED.findall(out)) == len(runs)
+    assert sum(map(len, trained)) == len(runs) and not TRAINED.findall(out)  # each run trained once
     saved = json.loads((tmp_path / "complete_mue.json").read_text())
     assert saved["regret_nats"] == json.loads(json.dumps(result["regret_nats"]))
     for param in ("sp", "mue"):
