@@ -31,6 +31,7 @@ import re
 import sys
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,6 @@ LICENSES = [
     "MPL-1.1",
 ]
 SCORED = 512
-PASSKEY_PLAN = {1024: 4, 2048: 2}
-"""Passkey cases per length: far fewer than 20 depths x (2k, 4k, 8k), because every case is its own prefill and
-an 8k prefill takes many minutes on one shared CPU core (stated in the results)."""
 TOL = 1e-5
 
 
@@ -296,12 +294,14 @@ def report(res: dict[str, Any]) -> None:
             for n, r in res["speed"].items()
         ]  # fmt: skip
         print(table(rows, ["tokens", "sdpa tok/s", "sdpa+cache tok/s", "sparse tok/s", "speedup", "KV words dense", "KV words sparse"]))  # fmt: skip
-    if "passkey" in res:
+    if res.get("passkey", {}).get("cases"):
         pk = res["passkey"]
         print(
             f"passkey: dense {pk['dense_accuracy']:.2f}, sparse {pk['sparse_accuracy']:.2f}, agreement "
             f"{pk['agreement_with_dense']:.2f} over {len(pk['cases'])} cases"
         )
+    for why in res.get("skipped", []):
+        print(f"skipped: {why}")
     print(json.dumps(res["summary"], indent=1))
 
 
@@ -327,11 +327,61 @@ def plot(res: dict[str, Any], n: str) -> None:
     fig.savefig(PLOT, dpi=120)
 
 
+def passkey_summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    if not cases:
+        return {"cases": []}
+    right = [c for c in cases if c["dense_right"]]
+    return {
+        "cases": cases,
+        "dense_accuracy": sum(c["dense_right"] for c in cases) / len(cases),
+        "sparse_accuracy": sum(c["sparse_right"] for c in cases) / len(cases),
+        "agreement_with_dense": sum(c["dense_right"] == c["sparse_right"] for c in cases) / len(cases),
+        "sparse_right_where_dense_right": sum(c["sparse_right"] for c in right) / len(right)
+        if right
+        else None,
+        "identical_text": sum(c["identical"] for c in cases) / len(cases),
+    }
+
+
+def assemble(qual, spd, cases, skipped, s, sweep, sweep_len, args, t_start) -> dict[str, Any]:
+    """The results file: the summary keys at the longest length measured so far, and everything measured."""
+    pk = passkey_summary(cases)
+    summary: dict[str, Any] = {"passkey_agreement_with_dense": pk.get("agreement_with_dense")}
+    if qual:
+        last = str(max(int(n) for n in qual))
+        k = f"{int(last) // 1024}k" if int(last) >= 1024 else last
+        default = qual[last]["sparse"][str(s.top_p)]
+        rows = [r for row in qual.values() for r in row["sparse"].values()]
+        summary.update({
+            f"pages_read_fraction_{k}": default["pages_read"],
+            f"decode_ppl_rel_increase_{k}": default["ppl_rel_increase"],
+            f"decode_speedup_vs_sdpa_{k}": spd[last]["speedup_vs_sdpa"],
+            "dropped_mass_bound_violations": sum(r["violations"] for r in rows),
+            "dropped_mass_bound_checks": sum(r["bound_checks"] for r in rows),
+            "measured_at_tokens": int(last),
+        })  # fmt: skip
+    return {
+        "summary": summary,
+        "settings": {**s.__dict__, "scored_tokens": SCORED, "top_p_sweep": sweep, "sweep_length": sweep_len,
+                     "dtype": "float32", "seed": 0, "quick": args.quick, "text": "licence texts (held out)",
+                     "passkey_lengths": sorted({c["length"] for c in cases})},
+        "skipped": skipped,
+        "machine": machine(),
+        "quality": qual,
+        "speed": spd,
+        "passkey": pk,
+        "seconds": time.perf_counter() - t_start,
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny lengths, every code path, results in /tmp")
+    ap.add_argument(
+        "--stop_at", default=None, help="HH:MM UTC: skip the stages that would not finish by then"
+    )
     args = ap.parse_args()
     if args.report:
         report(json.loads((QUICK_RESULTS if args.quick else RESULTS).read_text()))
@@ -349,49 +399,61 @@ def main() -> None:
         SCORED = 64
         s = replace(s, min_seq_len=0)
         set_sparse_decode(model, min_seq_len=0)
-    lengths = [600] if args.smoke else [2048] if args.quick else [2048, 4096, 8192]
-    sweep_len = lengths[0]
+    if args.smoke:
+        stages = [("length", 600), ("passkey", {600: 1})]
+    elif args.quick:
+        stages = [("length", 2048), ("passkey", {1024: 2})]
+    else:  # the targets (8k) first, then the sweep, then what fits before --stop_at
+        stages = [
+            ("length", 8192),
+            ("length", 2048),
+            ("passkey", {1024: 4}),
+            ("length", 4096),
+            ("passkey", {2048: 2}),
+        ]
+    minutes = {
+        600: 1,
+        1024: 1.5,
+        2048: 6,
+        4096: 10,
+        8192: 25,
+    }  # rough cost on one shared core (passkey: per case)
+    stop = None
+    if args.stop_at:
+        hh, mm = (int(x) for x in args.stop_at.split(":"))
+        stop = datetime.now(UTC).replace(hour=hh, minute=mm, second=0, microsecond=0)
+    sweep_len = 600 if args.smoke else 2048
     sweep = [0.9, 0.95, 0.99, 0.999]
     qual: dict[str, Any] = {}
     spd: dict[str, Any] = {}
-    for n in lengths:
-        log(f"{n} tokens: decode-mode perplexity, pages read, dropped-mass bound; then decode speed")
-        ids = heldout_ids(tok, n)
-        ps = sorted(set(sweep + [s.top_p])) if n == sweep_len else [s.top_p]
-        qual[str(n)], cache = quality_at(model, ids, ps, s)
-        spd[str(n)] = speed_at(model, ids, cache, 2 if args.smoke else 8, 1 if args.smoke else 2, s)
-        del cache
-        partial = QUICK_RESULTS.with_name("attention_sparse_decode_partial.json")
-        partial.write_text(json.dumps({"quality": qual, "speed": spd, "settings": s.__dict__}, indent=1))
-    log("passkey retrieval")
-    plan = {600: 1} if args.smoke else {1024: 2} if args.quick else PASSKEY_PLAN
-    pk = passkey(model, tok, plan, SPARSE_DECODE)
-    last = str(lengths[-1])
-    default = qual[last]["sparse"][str(s.top_p)]
-    k = f"{int(last) // 1024}k"
-    res = {
-        "summary": {
-            f"pages_read_fraction_{k}": default["pages_read"],
-            f"decode_ppl_rel_increase_{k}": default["ppl_rel_increase"],
-            "passkey_agreement_with_dense": pk["agreement_with_dense"],
-            f"decode_speedup_vs_sdpa_{k}": spd[last]["speedup_vs_sdpa"],
-            "dropped_mass_bound_violations": sum(
-                r["violations"] for row in qual.values() for r in row["sparse"].values()
-            ),
-            "dropped_mass_bound_checks": sum(r["bound_checks"] for row in qual.values() for r in row["sparse"].values()),
-            "measured_at_tokens": int(last),
-        },
-        "settings": {**s.__dict__, "scored_tokens": SCORED, "passkey_plan": plan, "top_p_sweep": sweep,
-                     "sweep_length": sweep_len, "dtype": "float32", "seed": 0, "quick": args.quick},
-        "machine": machine(),
-        "quality": qual,
-        "speed": spd,
-        "passkey": pk,
-        "seconds": time.perf_counter() - t_start,
-    }  # fmt: skip
+    cases: list[dict[str, Any]] = []
+    skipped: list[str] = []
     results = QUICK_RESULTS if args.quick or args.smoke else RESULTS
+    res: dict[str, Any] = {}
+    for kind, what in stages:
+        need = minutes[what] if kind == "length" else sum(minutes[n] * c for n, c in what.items())
+        if stop is not None and datetime.now(UTC).timestamp() + 60 * need > stop.timestamp():
+            skipped.append(f"{kind} {what} (needs ~{need:.0f} min, past --stop_at {args.stop_at})")
+            log(f"skipped: {skipped[-1]}")
+            continue
+        if kind == "length":
+            n = what
+            log(f"{n} tokens: decode-mode perplexity, pages read, dropped-mass bound; then decode speed")
+            ids = heldout_ids(tok, n)
+            ps = sorted(set(sweep + [s.top_p])) if n == sweep_len else [s.top_p]
+            qual[str(n)], cache = quality_at(model, ids, ps, s)
+            spd[str(n)] = speed_at(model, ids, cache, 2 if args.smoke else 8, 1 if args.smoke else 2, s)
+            del cache
+        else:
+            log(f"passkey retrieval {what}")
+            cases += passkey(model, tok, what, SPARSE_DECODE)["cases"]
+        res = assemble(qual, spd, cases, skipped, s, sweep, sweep_len, args, t_start)
+        results.write_text(
+            json.dumps(res, indent=1)
+        )  # after every stage: a stopped run keeps what it measured
+    res = assemble(qual, spd, cases, skipped, s, sweep, sweep_len, args, t_start)
     results.write_text(json.dumps(res, indent=1))
-    if not (args.quick or args.smoke):
+    if not (args.quick or args.smoke) and str(sweep_len) in qual:
         plot(res, str(sweep_len))
     report(res)
 
