@@ -20,7 +20,7 @@ COMMON = dict(
     vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
     num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=None,
 )  # fmt: skip
-FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "qwen3_moe"]
+FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "mixtral", "qwen3_moe"]
 SPARSE = dict(min_seq_len=0, page_size=8, window=8, dense_layers=2)
 
 
@@ -36,6 +36,14 @@ def _model(family: str, **extra):
         cfg = tf.Qwen3Config(**COMMON, head_dim=8, **extra)
     elif family == "mistral":
         cfg = tf.MistralConfig(**COMMON, head_dim=8, **{"sliding_window": None, **extra})
+    elif family == "mixtral":
+        cfg = tf.MixtralConfig(
+            **COMMON,
+            head_dim=8,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            **{"sliding_window": None, **extra},
+        )
     else:
         cfg = tf.Qwen3MoeConfig(
             **COMMON, head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
