@@ -23,6 +23,7 @@ from hf_fundamentals.scaling.laws import (
 from hf_fundamentals.scaling.plot import plot_fits
 from hf_fundamentals.scaling.schedule import (
     ANNEALING,
+    DECAY_GRID,
     DEFAULT_DECAY,
     SCHEDULES,
     AnnealingFit,
@@ -39,6 +40,7 @@ from hf_fundamentals.scaling.turning import SEARCH_RANGE, d_star, n_star
 
 __all__ = [
     "ANNEALING",
+    "DECAY_GRID",
     "DEFAULT_DECAY",
     "SCHEDULES",
     "AnnealingFit",

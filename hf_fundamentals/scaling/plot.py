@@ -28,9 +28,12 @@ def plot_fits(
     path: str | Path | None = None,
     title: str | None = None,
     loss_label: str = "loss",
+    bands: bool = True,
+    band_ci: float = 0.9,
 ) -> Figure:
-    """Two panels: data and each fit's curve for (up to 8) model sizes over tokens (log-log), and predicted vs
-    observed loss. Saved to ``path`` when given (PNG/PDF by suffix); the Figure is returned."""
+    """Two panels: data and each fit's curve for (up to 8) model sizes over tokens (log-log), with its
+    ``band_ci`` prediction band when the fit has bootstrap refits, and predicted vs observed loss. Saved to
+    ``path`` when given (PNG/PDF by suffix); the Figure is returned."""
     from matplotlib import colormaps  # imported here: ``import hf_fundamentals.scaling`` stays light
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -56,6 +59,9 @@ def plot_fits(
         color = viridis((np.log(n) - log_n.min()) / span * 0.9)
         for k, fit in enumerate(fit_list):
             ax.plot(d_grid, fit.predict(n, d_grid), LINESTYLES[k % len(LINESTYLES)], color=color, lw=1)
+            if bands and fit.boot_thetas:
+                lo, hi = fit.predict_interval(n, d_grid, ci=band_ci)
+                ax.fill_between(d_grid, lo, hi, color=color, alpha=0.12, lw=0)
         if fit_list:
             ax.annotate(
                 f"N={n:.3g}", (d_grid[-1], float(fit_list[0].predict(n, d_grid[-1]))), fontsize=7, color=color

@@ -37,6 +37,9 @@ from hf_fundamentals.scaling.fit import _minimize, _Objective, r_squared
 
 DEFAULT_DECAY = 0.999
 """λ of the annealing momentum (arXiv 2408.11029, Sec. 3.2: 0.999 fits their runs; 0.99-0.999 all work)."""
+DECAY_GRID = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+"""λ values ``decay="auto"`` profiles. The momentum remembers about 1/(1 − λ) steps: 1000 at the paper's 0.999,
+which suits runs of tens of thousands of steps but is longer than a run of a few hundred."""
 SCHEDULES = ("constant", "cosine", "linear", "wsd")
 
 
@@ -250,6 +253,8 @@ class AnnealingFit:
     """Refitted coordinates of every bootstrap replicate (prediction intervals for any schedule use them)."""
     log_residuals: list[float] = field(default_factory=list)
     identifiability: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decay_profile: dict[str, float] | None = None
+    """With ``decay="auto"``: the objective at every λ tried (the lowest chose ``decay``)."""
     law: str = "annealing"
 
     def areas(self, lrs: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,7 +292,10 @@ class AnnealingFit:
 
     def summary(self) -> str:
         """Constants with intervals and flags, and the fit's scores, in a few lines."""
-        lines = [f"annealing (Tissue et al., arXiv 2408.11029): {ANNEALING.formula}, lambda={self.decay}"]
+        how = " (lowest objective of the grid)" if self.decay_profile else ""
+        lines = [
+            f"annealing (Tissue et al., arXiv 2408.11029): {ANNEALING.formula}, lambda={self.decay}{how}"
+        ]
         for name in ANNEALING.param_names:
             info = self.identifiability.get(name)
             s = f"  {name} = {self.params[name]:.4g}"
@@ -364,7 +372,7 @@ def fit_annealing(
     losses: Sequence[float] | np.ndarray,
     lrs: Sequence[float] | np.ndarray,
     *,
-    decay: float = DEFAULT_DECAY,
+    decay: float | str = DEFAULT_DECAY,
     warmup_as_peak: bool = True,
     min_step: int = 1,
     huber_delta: float = 1e-3,
@@ -376,7 +384,25 @@ def fit_annealing(
 ) -> AnnealingFit:
     """Fit ``L0 + A·S1^(−α) − C·S2`` to eval ``losses`` after ``steps`` (1-based updates) of a run whose update k
     used ``lrs[k−1]`` (at least max(steps) entries). Evaluations before ``min_step`` are dropped. ``n_boot``
-    moving-block bootstrap refits give the constants' intervals, flags and the prediction interval at ``ci``."""
+    moving-block bootstrap refits give the constants' intervals, flags and the prediction interval at ``ci``.
+
+    ``decay="auto"`` profiles λ over :data:`DECAY_GRID`: the fit with the lowest objective on these evaluations wins
+    (the choice uses the fitted points only; the bootstrap then holds λ fixed, so intervals ignore its uncertainty).
+    """
+    if decay == "auto":
+        fits = [
+            fit_annealing(steps, losses, lrs, decay=lam, warmup_as_peak=warmup_as_peak, min_step=min_step,
+                          huber_delta=huber_delta, n_starts=n_starts, n_boot=0)
+            for lam in DECAY_GRID
+        ]  # fmt: skip
+        best = min(range(len(fits)), key=lambda i: fits[i].objective)
+        out = fit_annealing(steps, losses, lrs, decay=DECAY_GRID[best], warmup_as_peak=warmup_as_peak,
+                            min_step=min_step, huber_delta=huber_delta, n_starts=n_starts, n_boot=n_boot, ci=ci,
+                            block=block, seed=seed)  # fmt: skip
+        out.decay_profile = {str(lam): f.objective for lam, f in zip(DECAY_GRID, fits, strict=True)}
+        return out
+    if not (isinstance(decay, int | float) and 0 <= decay < 1):
+        raise ValueError(f"decay must be 'auto' or a number in [0, 1); got {decay!r}")
     steps = np.asarray(steps, dtype=np.int64)
     losses = np.asarray(losses, dtype=np.float64)
     if steps.shape != losses.shape or steps.ndim != 1:

@@ -9,7 +9,8 @@ refits and reports:
 * **one run** (the default, ``law="annealing"``): Tissue et al.'s schedule-aware law
   ``L(s) = L0 + A·S1^(−α) − C·S2`` (arXiv 2408.11029; :func:`hf_fundamentals.scaling.fit_annealing`), with S1
   and S2 the forward and annealing areas of the LRs actually used, extended to ``max_steps`` by the scheduler's
-  own LR lambdas (a scheduler without them: the last LR is held, and the report says so). It forecasts the loss
+  own LR lambdas (a scheduler without them: the last LR is held, and the report says so), with the momentum λ
+  profiled per refit (``decay="auto"``: the paper's 0.999 remembers ~1000 steps, longer than many runs). It forecasts the loss
   at the last step with a bootstrap prediction interval, and knows that a cosine decay ends lower than its first
   40% suggests;
 * ``law="shannon_run"``: the single-run Shannon form ``L(D) = 1/(A·log2(1 + b·D^β/(K·D^δ + 1)))``
@@ -353,9 +354,9 @@ class ScalingLawCallback(TrainerCallback):
         return report
 
     def _kwargs(self, fn) -> dict[str, Any]:
-        """``fit_kwargs`` that ``fn`` accepts, over per-law defaults (64 starts for fit_law, 100 bootstrap refits
-        for the annealing law)."""
-        defaults = {"n_boot": 100} if fn is fit_annealing else {"n_starts": 64}
+        """``fit_kwargs`` that ``fn`` accepts, over per-law defaults (64 starts for fit_law; for the annealing law
+        100 bootstrap refits and λ profiled over a grid, ``decay="auto"``)."""
+        defaults = {"n_boot": 100, "decay": "auto"} if fn is fit_annealing else {"n_starts": 64}
         names = set(inspect.signature(fn).parameters)
         return {k: v for k, v in {**defaults, **self.fit_kwargs}.items() if k in names}
 

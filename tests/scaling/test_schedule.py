@@ -147,6 +147,25 @@ def test_predicts_a_cosine_run_from_a_wsd_run():
     np.testing.assert_allclose(fit.predict(lrs_c, at), clean_c, rtol=0.02)
 
 
+def test_auto_decay_finds_the_momentum_of_a_short_memory_curve():
+    """A curve made with λ = 0.9 (a memory of ~10 steps; S2 ends near 10× the LR drop, so C = 10 gives the same
+    0.3-nat annealing bonus as TRUE): the paper's 0.999 misfits it, the profile finds 0.9."""
+    lrs = lr_schedule("cosine", 1000, 3e-3, warmup_steps=20)
+    s1, s2 = annealing_areas(lrs, decay=0.9)
+    at = np.arange(25, 1001, 25)
+    true = {**TRUE, "C": 10.0}
+    noisy = ANNEALING.predict(true, s1[at - 1], s2[at - 1]) * np.exp(
+        np.random.default_rng(4).normal(0, 0.002, at.size)
+    )
+    auto = fit_annealing(at, noisy, lrs, decay="auto", n_boot=0)
+    fixed = fit_annealing(at, noisy, lrs, n_boot=0)
+    assert auto.decay == 0.9 and auto.decay_profile["0.9"] == min(auto.decay_profile.values())
+    assert auto.objective < fixed.objective and fixed.decay == 0.999
+    assert auto.params["C"] == pytest.approx(true["C"], rel=0.15)
+    with pytest.raises(ValueError, match="decay must be"):
+        fit_annealing(at, noisy, lrs, decay="fast")
+
+
 def test_constant_lr_leaves_the_annealing_constant_unidentified():
     """S2 = 0 along a constant-LR run: C is not determined by the data and sits on its lower bound, flagged;
     a cosine run, whose S2 varies, identifies every constant (previous test)."""
