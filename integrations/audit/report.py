@@ -43,14 +43,17 @@ def plot_audit(result: AuditResult, taxonomy: Taxonomy, path: Path, title: str =
     yerr = None
     if low is not None:
         yerr = np.vstack([point - 100 * low, 100 * high - point]).clip(min=0)
-    colors = ["0.45" if n == NONE_OF_THESE else "C0" for n in names]
+    first = 1 if names[0] == NONE_OF_THESE else 0
+    if first:  # the open-set share: its own colour and legend entry (a lower bound, estimated differently)
+        ax.bar(x[:1], point[:1], width=0.4, yerr=None if yerr is None else yerr[:, :1], capsize=3, color="0.45",
+               label=f"{NONE_OF_THESE} (a lower bound, {result.confidence:.0%} CI)")  # fmt: skip
     ax.bar(
-        x - 0.2,
-        point,
+        x[first:] - 0.2,
+        point[first:],
         width=0.4,
-        yerr=yerr,
+        yerr=None if yerr is None else yerr[:, first:],
         capsize=3,
-        color=colors,
+        color="C0",
         label=f"{est.method} ({result.confidence:.0%} CI)",
     )
     if pcc is not None and result.default_method != "pcc":
@@ -83,7 +86,8 @@ STAND_IN_NOTE = (
 """Said with every audit on the built-in offline taxonomy."""
 
 DIAGNOSTIC_MEANINGS = {
-    "accuracy": "how often the domain classifier is right on held-out reference documents",
+    "accuracy": "how often the domain classifier is right on held-out reference text (snippets as long as the "
+    "generations when length-matched, whole documents otherwise)",
     "conditioning": "how well the correction can separate the domains: below 0.1, classifier errors are "
     "amplified more than 10x",
     "out_of_taxonomy": "0 when the generations look like the taxonomy's reference text; toward 0.5 when they "
@@ -176,8 +180,9 @@ def _scope_text(result: AuditResult, taxonomy: Taxonomy) -> str:
         )
     else:
         text = (
-            f"The first row is the share of generations that belong to none of the listed domains "
-            f"({DIAGNOSTIC_MEANINGS['open_set']}); the domain rows are shares of all generations."
+            f"The first row, {NONE_OF_THESE}, is the share of generations that belong to none of the listed "
+            "domains: generations less typical of the reference text than most reference snippets of the same "
+            "length. It is a lower bound. The domain rows are shares of all generations."
         )
     if taxonomy.name == "offline":
         text += f" Note: {STAND_IN_NOTE}."
