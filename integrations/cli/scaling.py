@@ -198,7 +198,11 @@ def _predict_schedule(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from hf_fundamentals.scaling import load_fits
 
-    data = json.loads(Path(args.fit).read_text()) if Path(args.fit).is_file() else None
+    if not Path(args.fit).is_file():
+        raise ValueError(
+            f"{args.fit!r}: no such file (a fit written by `hff scaling fit --out` or ScalingLawCallback)"
+        )
+    data = json.loads(Path(args.fit).read_text())
     if isinstance(data, dict) and "annealing" in data.get("fits", {}):
         if args.schedule is None:
             raise ValueError(

@@ -96,6 +96,11 @@ def test_bad_input_exits_2_with_the_reason(tmp_path, capsys):
     (tmp_path / "notfit.json").write_text("[1, 2]")
     assert main(["scaling", "predict", str(tmp_path / "notfit.json"), "--N", "1", "--D", "1"]) == 2
     assert "not a fit file" in capsys.readouterr().err
+    assert main(["scaling", "predict", str(tmp_path / "absent.json"), "--N", "1", "--D", "1"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "fit.json").write_text(json.dumps({"fits": {}}))
+    assert main(["scaling", "predict", str(tmp_path / "fit.json"), "--schedule", "cosine"]) == 2
+    assert "--schedule needs an annealing fit" in capsys.readouterr().err
 
 
 def test_callback_reads_the_prior_that_fit_writes(tmp_path, capsys):
