@@ -798,7 +798,7 @@ def section_steptime(reps: int = 3, steps: int = 10) -> dict[str, Any]:
     }
 
 
-def section_ns_groups(repeats: int = 5) -> dict[str, Any]:
+def section_ns_groups(repeats: int = 5, kinds: tuple[str, ...] = ("dense", "moe")) -> dict[str, Any]:
     """Newton-Schulz time per shape group of the dense and MoE models: per matrix vs one batched call, Gram NS,
     and fp32 vs bf16 (time and error against fp64 Newton-Schulz): the measurement behind the dtype rule."""
     from hf_fundamentals.optim import muon_param_groups
@@ -815,7 +815,7 @@ def section_ns_groups(repeats: int = 5) -> dict[str, Any]:
         return float(np.median(ts))
 
     out, rows = [], []
-    for kind in ("dense", "moe"):
+    for kind in kinds:
         model = make_model(kind, 0)
         g = torch.Generator().manual_seed(0)
         buckets: dict[tuple[int, int], list[torch.Tensor]] = {}
@@ -854,7 +854,7 @@ def section_ns_groups(repeats: int = 5) -> dict[str, Any]:
     print("\nNewton-Schulz (quintic x5) per shape group: time and relative error vs fp64 Newton-Schulz")
     print(table(rows, ["model", "wide shape", "n", "ms loop", "ms batched", "ms Gram", "ms bf16", "err fp32",
                        "err Gram", "err bf16"]))  # fmt: skip
-    return {"repeats": repeats, "threads": torch.get_num_threads(), "rows": out}
+    return {"repeats": repeats, "threads": torch.get_num_threads(), "models": list(kinds), "rows": out}
 
 
 # ----------------------------------------------------------------------------------------- two processes
@@ -1093,7 +1093,9 @@ def section_lora_modes(steps: int = 40, lr: float = 2e-3, seed: int = 0) -> dict
 
 
 # ----------------------------------------------------------------------------------------------- cost
-def section_cost(repeats: int = 30) -> dict[str, Any]:
+def section_cost(repeats: int = 30, full: bool = True) -> dict[str, Any]:
+    """Optimizer step alone (gradients fixed). ``full=False`` times only the fp32 quintic rows (no bf16, no
+    other maps): the rows that change with batching, in under a minute."""
     from hf_fundamentals.optim import MuonAdamW, muon_param_groups
 
     model = make_model("dense", 0)
@@ -1125,28 +1127,35 @@ def section_cost(repeats: int = 30) -> dict[str, Any]:
             torch.optim.AdamW(rest, lr=1e-3, weight_decay=WD),
         ]
 
-    t_torch_bf16 = timed(torch_pair, repeats=5)
-    t_ours_bf16 = timed(
-        lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, ns_dtype="bfloat16")], repeats=5
-    )
+    rows = [["torch AdamW (foreach)", t_adamw * 1e3, 1.0]]
+    t_ours_bf16 = t_torch_bf16 = float("nan")
+    if full:
+        t_torch_bf16 = timed(torch_pair, repeats=5)
+        t_ours_bf16 = timed(
+            lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, ns_dtype="bfloat16")], repeats=5
+        )
+        rows += [
+            ["torch.optim.Muon + AdamW (its bf16 NS)", t_torch_bf16 * 1e3, t_torch_bf16 / t_adamw],
+            ["MuonAdamW quintic, ns_dtype=bfloat16", t_ours_bf16 * 1e3, t_ours_bf16 / t_adamw],
+        ]
     _torch_muon_ns_in_fp32()
     t_torch = timed(torch_pair)
     t_ours = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD)])
     t_legacy = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, **LEGACY)])
-    t_ours_pe = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, ns_method="polar_express")])
-    t_reg = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, mode="regularized")])
-    t_ht = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, mode="htmuon")])
-    rows = [
-        ["torch AdamW (foreach)", t_adamw * 1e3, 1.0],
-        ["torch.optim.Muon + AdamW (its bf16 NS)", t_torch_bf16 * 1e3, t_torch_bf16 / t_adamw],
-        ["MuonAdamW quintic, ns_dtype=bfloat16", t_ours_bf16 * 1e3, t_ours_bf16 / t_adamw],
+    rows += [
         ["torch.optim.Muon + AdamW (NS patched to fp32)", t_torch * 1e3, t_torch / t_adamw],
         ["MuonAdamW quintic (auto = fp32 on CPU)", t_ours * 1e3, t_ours / t_adamw],
         ["MuonAdamW per-matrix NS + AdamW loop (before batching)", t_legacy * 1e3, t_legacy / t_adamw],
-        ["MuonAdamW polar_express", t_ours_pe * 1e3, t_ours_pe / t_adamw],
-        ["MuonAdamW regularized", t_reg * 1e3, t_reg / t_adamw],
-        ["MuonAdamW htmuon (SVD)", t_ht * 1e3, t_ht / t_adamw],
     ]
+    if full:
+        t_ours_pe = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, ns_method="polar_express")])
+        t_reg = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, mode="regularized")])
+        t_ht = timed(lambda: [MuonAdamW(groups(), lr=1e-3, weight_decay=WD, mode="htmuon")])
+        rows += [
+            ["MuonAdamW polar_express", t_ours_pe * 1e3, t_ours_pe / t_adamw],
+            ["MuonAdamW regularized", t_reg * 1e3, t_reg / t_adamw],
+            ["MuonAdamW htmuon (SVD)", t_ht * 1e3, t_ht / t_adamw],
+        ]
     print(
         f"\nOptimizer step time on the dense benchmark model ({sum(p.numel() for p in model.parameters()):,} params)"
     )
@@ -1159,6 +1168,7 @@ def section_cost(repeats: int = 30) -> dict[str, Any]:
         "ratio_vs_adamw_per_matrix": t_legacy / t_adamw,
         "ratio_vs_torch_muon": t_ours / t_torch,
         "ratio_vs_torch_muon_both_bf16": t_ours_bf16 / t_torch_bf16,
+        "full": full,
         "note": "CPU, one process; a timing, not a test",
     }
 
