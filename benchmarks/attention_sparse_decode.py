@@ -414,10 +414,10 @@ def main() -> None:
     minutes = {
         600: 1,
         1024: 1.5,
-        2048: 6,
-        4096: 10,
-        8192: 25,
-    }  # rough cost on one shared core (passkey: per case)
+        2048: 5,
+        4096: 8,
+        8192: 21,
+    }  # rough cost on one shared core, from the FLOPs (an 8k prefill ~6x a 2k forward); passkey: per case
     stop = None
     if args.stop_at:
         hh, mm = (int(x) for x in args.stop_at.split(":"))
