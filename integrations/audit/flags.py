@@ -197,6 +197,11 @@ class AuditArguments:
                                          ("--concurrency", self.concurrency, 4), ("--server_bos", self.server_bos, "auto")):  # fmt: skip
                 if value != default:
                     raise ValueError(f"{flag} is only used with --server_url")
+        if self.open_set and not self.length_match:
+            raise ValueError(
+                "--open_set true needs --length_match true (its null is reference snippets as long as the "
+                "generations); pass --open_set false too for a closed-set audit on whole documents"
+            )
         if self.server_url is None:  # the model is loaded here: a path or id that cannot be one fails now
             from hf_fundamentals.integrations.hub import check_model_reference
 
