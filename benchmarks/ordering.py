@@ -46,7 +46,7 @@ from report import machine, table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "ordering.json"
-PLOT_ORDERS = HERE / "results" / "ordering_orders.png"
+PLOT_ORDERS = HERE / "results" / "ordering_orders_mixture.png"
 PLOT_CURVES = HERE / "results" / "ordering_curves.png"
 RUNS = HERE / "runs" / "ordering"
 
