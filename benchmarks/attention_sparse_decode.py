@@ -430,6 +430,12 @@ def main() -> None:
     skipped: list[str] = []
     results = QUICK_RESULTS if args.quick or args.smoke else RESULTS
     res: dict[str, Any] = {}
+    if args.lengths:  # only these lengths, merged into the results file a stopped run left
+        stages = [("length", int(n)) for n in args.lengths.split(",")]
+        if results.exists():
+            old = json.loads(results.read_text())
+            qual, spd, cases = old["quality"], old["speed"], old["passkey"].get("cases", [])
+            skipped = [w for w in old.get("skipped", []) if not any(f"length {n} " in w for _, n in stages)]
     for kind, what in stages:
         need = minutes[what] if kind == "length" else sum(minutes[n] * c for n, c in what.items())
         if stop is not None and datetime.now(UTC).timestamp() + 60 * need > stop.timestamp():
