@@ -13,6 +13,7 @@ own error (how well it learned the shares), tags vs estimate the auditor's.
 
     python benchmarks/audit_llmscan_mini.py                    # 6 models; ~30 min on 2 cores the first time
     python benchmarks/audit_llmscan_mini.py --models 2 --steps 200 --n_generations 300   # smoke run
+    python benchmarks/audit_llmscan_mini.py --closed_set         # the closed-set, whole-document audit, as before
 
 Trained models are cached (``$HFF_CACHE/llmscan_mini/<key>``), so a rerun only re-audits; ``--retrain``
 forces training. Writes ``benchmarks/results/audit_llmscan_mini.json``.
@@ -235,7 +236,9 @@ def train_lm(
 # ---- the audit and its scoring -----------------------------------------------------------------------------
 
 
-def audit(model_dir: Path, taxonomy: Path, spec: Path, out_dir: Path, args: argparse.Namespace) -> dict:
+def audit(
+    model_dir: Path, taxonomy: Path, spec: Path | None, out_dir: Path, args: argparse.Namespace
+) -> dict:
     """Run ``hff audit`` on one model (in-process, exactly the CLI's code path) and return audit.json."""
     from hf_fundamentals.integrations.cli.audit import main as hff_audit
 
@@ -247,10 +250,13 @@ def audit(model_dir: Path, taxonomy: Path, spec: Path, out_dir: Path, args: argp
         "--max_new_tokens", str(args.max_new_tokens),
         "--batch_size", "100",
         "--n_bootstrap", str(args.n_bootstrap),
-        "--ground_truth", str(spec),
         "--seed", str(args.seed),
         "--output_dir", str(out_dir),
     ]  # fmt: skip
+    if spec is not None:
+        argv += ["--ground_truth", str(spec)]
+    if args.closed_set:  # the audit as it was before the open-set default: whole-document confusion
+        argv += ["--open_set", "false", "--length_match", "false"]
     code = hff_audit(argv)
     if code != 0:
         raise RuntimeError(f"hff audit {' '.join(argv)} exited with {code}")
@@ -291,6 +297,27 @@ def score(estimate: dict, truth: np.ndarray) -> dict[str, float]:
         row["ci_coverage"] = float(ci_coverage(lo, hi, truth))
         row["ci_width_points"] = 100 * float(np.mean(hi - lo))
     return row
+
+
+def open_set_test(report: dict, tags: np.ndarray, omitted: str) -> dict[str, object]:
+    """The "none of these" share of an audit whose taxonomy leaves ``omitted`` out, against that domain's tag
+    share, and the in-taxonomy shares against the other tags renormalised."""
+    o = report["open_set"]
+    truth = float(tags[DOMAINS.index(omitted)])
+    kept = [d for d in DOMAINS if d != omitted]
+    rest = np.array([tags[DOMAINS.index(d)] for d in kept])
+    rest = rest / max(rest.sum(), 1e-12)
+    est = report["estimates"][report["default_method"]]
+    inside = np.array([est["point"][d] for d in kept])
+    return {
+        "omitted": omitted,
+        "truth": truth,
+        "share": o["share"],
+        "ci": [o["ci_low"], o["ci_high"]],
+        "abs_error_points": 100 * abs(o["share"] - truth),
+        "covers": o["ci_low"] is not None and o["ci_low"] <= truth <= o["ci_high"],
+        "in_taxonomy_max_abs_error_points": 100 * float(max_abs_error(inside, rest)),
+    }
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -360,7 +387,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retrain", action="store_true", help="train the LMs again even if cached")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--closed_set", action="store_true",
+        help="audit as before the open-set default (--open_set false --length_match false), for comparison",
+    )  # fmt: skip
+    parser.add_argument(
+        "--omit", default="manpages",
+        help="also audit each model with a taxonomy that leaves this domain out and score the 'none of these' "
+        "share against its tag share ('' to skip; ignored with --closed_set)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.omit and args.omit not in DOMAINS:
+        parser.error(f"--omit {args.omit!r}: not a domain; domains: {', '.join(DOMAINS)}")
 
     import torch
 
@@ -378,6 +416,13 @@ def main() -> None:
 
     reference, lm_docs = split_documents(args.seed, args.n_reference, args.n_lm)
     taxonomy = write_taxonomy(reference, work / "reference", args.n_reference)
+    omit = args.omit if args.omit and not args.closed_set else ""
+    omitted_taxonomy = (
+        write_taxonomy({d: v for d, v in reference.items() if d != omit}, work / f"reference_omit_{omit}", args.n_reference)
+        if omit
+        else None
+    )  # fmt: skip
+    mode = "closed" if args.closed_set else "open"
     print(
         "[llmscan-mini] documents per domain (reference / LM): "
         + ", ".join(f"{d} {len(reference[d])}/{len(lm_docs[d])}" for d in DOMAINS)
@@ -406,9 +451,15 @@ def main() -> None:
             f"{train_stats['final_loss']:.2f}, trained in {train_stats['train_seconds']} s"
         )
         spec = write_spec(name, mixture, work / "specs" / f"{name}.yaml")
-        audit_dir = work / "audits" / f"{name}-n{args.n_generations}-t{args.max_new_tokens}"
+        audit_dir = work / "audits" / f"{name}-n{args.n_generations}-t{args.max_new_tokens}-{mode}"
         report = audit(model_dir, taxonomy, spec, audit_dir, args)
         tags, untagged = tag_mixture(audit_dir, report["generations"]["used_ids"])
+        omitted = None
+        if omitted_taxonomy is not None:
+            omit_dir = work / "audits" / f"{name}-n{args.n_generations}-t{args.max_new_tokens}-omit-{omit}"
+            omit_report = audit(model_dir, omitted_taxonomy, None, omit_dir, args)
+            omit_tags, _ = tag_mixture(omit_dir, omit_report["generations"]["used_ids"])
+            omitted = open_set_test(omit_report, omit_tags, omit)
         per_method = {
             m: {"vs_tags": score(e, tags), "vs_recipe": score(e, mixture)}
             for m, e in report["estimates"].items()
@@ -450,6 +501,8 @@ def main() -> None:
                     if k in report["diagnostics"]
                 },
                 "generations_used": report["generations"]["used"],
+                "open_set": report.get("open_set"),
+                "omitted_domain_test": omitted,
                 "train": train_stats,
                 "audit_seconds": report["seconds"],
             }
@@ -487,6 +540,20 @@ def main() -> None:
             ),
         },
         "baselines": baselines,
+        "audit_mode": mode,
+        "open_set_omitted_domain": None
+        if not omit
+        else {
+            "omitted": omit,
+            "mean_abs_error_points": float(
+                np.mean([r["omitted_domain_test"]["abs_error_points"] for r in models])
+            ),
+            "max_abs_error_points": float(
+                np.max([r["omitted_domain_test"]["abs_error_points"] for r in models])
+            ),
+            "coverage": float(np.mean([r["omitted_domain_test"]["covers"] for r in models])),
+            "target_abs_error_points": 3.0,
+        },
         "estimator_cross_check": cross_check_summary(models),
         "models": models,
         "elapsed_seconds": round(time.time() - started, 1),
@@ -532,6 +599,8 @@ def print_table(result: dict) -> None:
         "LM 1-TV",
         "LM max err",
         "warnings",
+        "none of these",
+        "omitted: truth / share",
     ):
         per.add_column(col)
     default = result["default"]["name"]
@@ -546,8 +615,19 @@ def print_table(result: dict) -> None:
             f"{r['lm_error']['overlap_accuracy']:.3f}",
             f"{r['lm_error']['max_abs_error_points']:.2f}",
             str(len(r["diagnostics"].get("warnings", []))),
+            "-" if r.get("open_set") is None else f"{100 * r['open_set']['share']:.1f}",
+            "-"
+            if r.get("omitted_domain_test") is None
+            else f"{100 * r['omitted_domain_test']['truth']:.1f} / {100 * r['omitted_domain_test']['share']:.1f}",
         )
     console.print(per)
+    if result.get("open_set_omitted_domain"):
+        o = result["open_set_omitted_domain"]
+        console.print(
+            f"'none of these' with {o['omitted']} left out of the taxonomy: mean abs error "
+            f"{o['mean_abs_error_points']:.2f} points, max {o['max_abs_error_points']:.2f}, interval coverage "
+            f"{o['coverage']:.2f} (target: within {o['target_abs_error_points']} points)"
+        )
     console.print(f"targets met: {result['targets_met']}")
 
 
