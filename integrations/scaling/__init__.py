@@ -1,7 +1,7 @@
 """Scaling laws during training: ``ScalingLawCallback`` records (N, tokens, eval loss), refits a law, forecasts
 the final loss and warns near a turning point; optionally evaluates a perturbed (fake-quantized) copy.
 
-Modules: ``callback``, ``technique``. The laws and the fitter are :mod:`hf_fundamentals.scaling`."""
+Modules: ``callback``, ``perturb`` (the perturbed copy), ``technique``. The laws and the fitter are :mod:`hf_fundamentals.scaling`."""
 
 from hf_fundamentals.integrations.registry import lazy_exports
 
