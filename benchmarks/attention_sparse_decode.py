@@ -382,6 +382,9 @@ def main() -> None:
     ap.add_argument(
         "--stop_at", default=None, help="HH:MM UTC: skip the stages that would not finish by then"
     )
+    ap.add_argument(
+        "--lengths", default=None, help="comma-separated lengths to (re)measure, merged into the results"
+    )
     args = ap.parse_args()
     if args.report:
         report(json.loads((QUICK_RESULTS if args.quick else RESULTS).read_text()))
