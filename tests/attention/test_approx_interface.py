@@ -383,7 +383,7 @@ def test_the_hff_entry_points_register_the_attention_names():
     from hf_fundamentals.integrations.registry import register
 
     names = register()["attention"]
-    assert names == ["hff_blocksparse", "hff_lowrank", "hff_preisach"]
+    assert names == ["hff_blocksparse", "hff_lowrank", "hff_preisach", "hff_sparse_decode"]
     for name in names:
         assert name in AttentionInterface._global_mapping and name in AttentionMaskInterface._global_mapping
 
