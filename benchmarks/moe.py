@@ -701,7 +701,9 @@ def transfer_data(
     )
 
 
-def _stored_part(sweep: Mapping[str, Any]) -> tuple[dict[str, Any] | None, int, int]:
+def _stored_part(
+    sweep: Mapping[str, Any], initial: Sequence[float] = ()
+) -> tuple[dict[str, Any] | None, int, int]:
     """The sweep restricted to the lrs that have a stored run (an lr that no seed has run yet is dropped: a
     grid extension not run yet); ``None`` while an lr has some seeds stored and others not, or fewer than 3
     lrs are complete. Also returns the number of stored runs and the number of runs of the grid so far."""
@@ -709,6 +711,8 @@ def _stored_part(sweep: Mapping[str, Any]) -> tuple[dict[str, Any] | None, int, 
     have = ~np.isnan(y)
     stored, total = int(have.sum()), int(y.size)
     cols = have.any(axis=0)
+    if any(not cols[i] for i, x in enumerate(sweep["log2_lrs"]) if x in set(initial)):
+        return None, stored, total  # a point of the initial grid not run yet: incomplete, not an extension
     if not cols.any() or not have[:, cols].all() or cols.sum() < 3:
         return None, stored, total
     keep = np.flatnonzero(cols)
@@ -818,7 +822,8 @@ def transfer_report(
     for param, by_shape in sweeps.items():
         status[param], usable[param] = {}, {}
         for name, sweep in by_shape.items():
-            part, stored, total = _stored_part(sweep)
+            initial = initial_grid(args.center_log2, args.lr_spacing, args.lr_points)
+            part, stored, total = _stored_part(sweep, initial)
             status[param][name] = {
                 "complete": part is not None, "runs_stored": stored, "runs_in_grid": total,
                 "log2_lrs": list(sweep["log2_lrs"]), "run_seconds": float(sweep["seconds"]),
