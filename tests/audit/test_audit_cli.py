@@ -76,7 +76,7 @@ def test_audit_end_to_end_on_a_tiny_model(tiny_llama_dir, taxonomy_file, tmp_pat
     ):
         assert flag in card and flag in report["command"]
     assert "classified less confidently than any reference document" in card
-    assert "held-out reference documents" in printed and set(report["diagnostics_explained"]) >= {
+    assert "held-out reference text" in printed and set(report["diagnostics_explained"]) >= {
         "out_of_taxonomy"
     }
 
