@@ -230,7 +230,7 @@ class MuonAdamW(torch.optim.Optimizer):
     def _check_muon_param(p: Tensor, where: str) -> None:
         if any(hasattr(p, a) for a in ("ds_id", "ds_status", "ds_shape")) or p.numel() == 0:
             # DeepSpeed ZeRO-3 (zero.Init) replaces each parameter's data by an empty placeholder and keeps the
-            # real shape in ds_shape; Muon on it would see nothing (DeepSpeed issue 8438: Muon became SGD).
+            # real shape in ds_shape; Muon on it would see nothing (github.com/deepspeedai/DeepSpeed/issues/8438: Muon became SGD).
             shape = tuple(getattr(p, "ds_shape", None) or p.shape)
             raise RuntimeError(
                 f"{where}: a Muon parameter of shape {shape} is partitioned by DeepSpeed ZeRO (ds_status "
