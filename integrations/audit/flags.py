@@ -7,6 +7,10 @@ from typing import ClassVar
 
 from hf_fundamentals.audit.estimators import DEFAULT_METHOD
 
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "hff_sparse_decode")
+"""What ``--attn_implementation`` accepts for local generation (``hff_sparse_decode``: page-sparse decode
+attention, :mod:`hf_fundamentals.integrations.attention.sparse_decode`)."""
+
 
 @dataclass
 class AuditArguments:
@@ -122,6 +126,21 @@ class AuditArguments:
         default=None, metadata={"help": "Model dtype for local generation (e.g. bfloat16)."}
     )
     device: str | None = field(default=None, metadata={"help": "Device for local generation (e.g. cuda)."})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention for local generation, passed to from_pretrained: sdpa, eager or hff_sparse_decode "
+            "(page-sparse decode attention, generate gets its SparseDecodeCache; docs/attention.md). Default: the "
+            "model's own."
+        },
+    )
+    sparse_decode_top_p: float | None = field(
+        default=None,
+        metadata={
+            "help": "With --attn_implementation hff_sparse_decode: the estimated attention mass the kept KV pages "
+            "must reach, in (0, 1] (default: the model's setting, 0.99; 1 reads every page). Not --top_p."
+        },
+    )
     trust_remote_code: bool = field(
         default=False,
         metadata={"help": "Allow the model repo's own Python code to run (off unless you ask)."},
@@ -187,9 +206,25 @@ class AuditArguments:
             )
         if self.ground_truth is not None and not Path(self.ground_truth).expanduser().is_file():
             raise ValueError(f"--ground_truth {self.ground_truth!r}: no such file")
+        if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"--attn_implementation {self.attn_implementation!r}; accepted: {', '.join(ATTN_IMPLEMENTATIONS)}"
+            )
+        if self.sparse_decode_top_p is not None:
+            if self.attn_implementation != "hff_sparse_decode":
+                raise ValueError(
+                    "--sparse_decode_top_p is only used with --attn_implementation hff_sparse_decode"
+                )
+            if not 0.0 < self.sparse_decode_top_p <= 1.0:
+                raise ValueError(f"--sparse_decode_top_p {self.sparse_decode_top_p}: must lie in (0, 1]")
         if self.server_url is not None:
             if not self.server_url.startswith(("http://", "https://")):
                 raise ValueError(f"--server_url {self.server_url!r}: expected http(s)://host:port/v1")
+            if self.attn_implementation is not None:
+                raise ValueError(
+                    "--attn_implementation applies to local generation only; with --server_url the server runs "
+                    "its own attention"
+                )
             if self.concurrency < 1:
                 raise ValueError(f"--concurrency {self.concurrency}: must be >= 1")
         else:

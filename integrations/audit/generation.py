@@ -102,12 +102,40 @@ class GenerationBackend(Protocol):
         ...
 
 
-class LocalBackend:
-    """``model.generate`` on this machine: batched, left-padded, seeded per batch from the generation ids."""
+def attention_kwargs(attn_implementation: str | None) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for ``--attn_implementation`` (an ``hff_*`` name is registered in
+    transformers' ``AttentionInterface`` first, so that loading resolves it)."""
+    if attn_implementation is None:
+        return {}
+    if attn_implementation.startswith("hff_"):
+        import hf_fundamentals.integrations.attention  # noqa: F401  (registers the hff backends on import)
+    return {"attn_implementation": attn_implementation}
 
-    def __init__(self, model: Any, tokenizer: Any, name: str = "local") -> None:
+
+class LocalBackend:
+    """``model.generate`` on this machine: batched, left-padded, seeded per batch from the generation ids.
+
+    A model loaded with ``attn_implementation="hff_sparse_decode"`` generates with its ``SparseDecodeCache`` (the
+    page summaries are kept beside K/V instead of recomputed each step); ``sparse_decode_top_p`` sets its top-p.
+    Its settings are part of ``name``, so a generation cache sampled with other attention is refused."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, name: str = "local", sparse_decode_top_p: float | None = None
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        config = getattr(model, "config", None)
+        self.sparse_decode = getattr(config, "_attn_implementation", None) == "hff_sparse_decode"
+        if sparse_decode_top_p is not None and not self.sparse_decode:
+            raise ValueError(
+                "sparse_decode_top_p needs a model loaded with attn_implementation='hff_sparse_decode'"
+            )
+        if self.sparse_decode:
+            from hf_fundamentals.integrations.attention.sparse_decode import set_sparse_decode_settings
+
+            extra = {} if sparse_decode_top_p is None else {"top_p": sparse_decode_top_p}
+            settings = set_sparse_decode_settings(model, **extra)
+            name = f"{name}+hff_sparse_decode(top_p={settings.top_p})"
         self.name = name
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -138,10 +166,16 @@ class LocalBackend:
         input_ids = input_ids.to(self.model.device)
         attention = attention.to(self.model.device)
         torch.manual_seed(config.seed * 1_000_003 + ids[0])
+        cache = {}
+        if self.sparse_decode:
+            from hf_fundamentals.integrations.attention.sparse_decode import SparseDecodeCache
+
+            cache["past_key_values"] = SparseDecodeCache(self.model.config)
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,
+                **cache,
                 max_new_tokens=config.max_new_tokens,
                 do_sample=True,
                 temperature=config.temperature,

@@ -23,6 +23,7 @@ from hf_fundamentals.integrations.audit.flags import AuditArguments
 from hf_fundamentals.integrations.audit.generation import (
     GenerationConfig,
     LocalBackend,
+    attention_kwargs,
     generate_corpus,
 )
 from hf_fundamentals.integrations.audit.reference import load_reference
@@ -71,13 +72,16 @@ def _backend(args: AuditArguments):
     from hf_fundamentals.integrations.hub import load_model
 
     model, tokenizer = load_model(
-        args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
-    )
+        args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+        **attention_kwargs(args.attn_implementation),
+    )  # fmt: skip
     if not hasattr(model, "generate"):
         raise ValueError(
             f"model {args.model!r} ({type(model).__name__}) cannot generate text; pass a causal LM"
         )
-    return LocalBackend(model, tokenizer, name=f"local:{args.model}")
+    return LocalBackend(
+        model, tokenizer, name=f"local:{args.model}", sparse_decode_top_p=args.sparse_decode_top_p
+    )
 
 
 def _weights(generations, token_weighted: bool) -> np.ndarray | None:
