@@ -36,6 +36,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +75,21 @@ def save(section: str, payload: dict[str, Any]) -> None:
     if "cost" in data:
         data["step_time_ratio_vs_adamw"] = data["cost"]["ratio_vs_adamw"]
         data["optimizer_step_ratio_vs_adamw"] = data["cost"]["ratio_vs_adamw"]
-    wall = data.get("wallclock", {})
-    if not wall or len(wall.get("seeds", [])) < 3:
-        wall = data.get("steptime", wall)
-    if wall:
+    # the headline wall-clock figure comes from whole runs timed end to end (``wallclock``); the product of
+    # steps to reach (``train``) and a whole-step time (``steptime``) is kept under its own key
+    for key, source in (("", "wallclock"), ("_step_product", "steptime")):
+        wall = data.get(source, {})
+        if not wall.get("summary"):
+            continue
         ours = wall["summary"]["hff_muon"]
-        data["wallclock_ratio_vs_adamw"] = {
-            "source": "wallclock" if wall is data.get("wallclock") else "steptime",
+        data[f"wallclock_ratio_vs_adamw{key}"] = {
+            "source": source,
+            "seeds": [p["seed"] for p in wall["per_seed"]],
             "mean": ours["wallclock_ratio_vs_adamw_mean"],
             "per_seed": ours["wallclock_ratio_vs_adamw_per_seed"],
             "spread": ours["wallclock_ratio_vs_adamw_spread"],
         }
-        data["wallclock_ratio_vs_torch_muon"] = ours["wallclock_ratio_vs_torch_muon_mean"]
+        data[f"wallclock_ratio_vs_torch_muon{key}"] = ours["wallclock_ratio_vs_torch_muon_mean"]
     if "eval_loss" in data.get("lora", {}):
         data["lora_eval_loss"] = data["lora"]["eval_loss"]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -607,7 +611,12 @@ def section_wallclock(seeds: list[int], per_matrix: bool = False) -> dict[str, A
     if not per_matrix:
         del runs_spec["hff_muon_per_matrix"]
     data = build_data()
+    lrs = {k: {"lr": v[1], "muon_lr": v[2]} for k, v in runs_spec.items()}
+    # resumable: seeds already timed with the same lrs are kept, so seeds can run in separate sittings
+    old = json.loads(RESULTS.read_text()).get("wallclock", {})
     by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    if old.get("lrs") == lrs and "runs" in old:
+        by_seed = {int(s): runs for s, runs in old["runs"].items() if set(runs) == set(runs_spec)}
     names = list(runs_spec)
     muons = names[1:]
 
@@ -683,31 +692,44 @@ def section_wallclock(seeds: list[int], per_matrix: bool = False) -> dict[str, A
             "model": "dense (train section's Llama, 4 x 192)",
             "steps": STEPS,
             "seeds": list(by_seed),
-            "lrs": {k: {"lr": v[1], "muon_lr": v[2]} for k, v in runs_spec.items()},
+            "lrs": lrs,
             "timed": "whole training steps (forward, backward, optimizer, lr schedule); evaluations excluded",
             "torch_muon_ns": "fp32 (patched; its default bf16 NS is ~2.7 s/step on this CPU)",
             "threads": torch.get_num_threads(),
             "per_seed": per_seed,
             "summary": summary,
-            "curves": {
-                f"{s}:{k}": {"curve": r["curve"], "clock": r["clock"]}
-                for s, runs in by_seed.items()
-                for k, r in runs.items()
-            },
+            "machine_load": "not quiet: another session's benchmark runs on the other core throughout; "
+            "each run records the 1-minute load average before and after it (load_before/load_after)",
+            "runs": {str(s): runs for s, runs in by_seed.items()},
         }
 
-    for n, seed in enumerate(seeds):
-        by_seed[seed] = {}
-        for label in ["adamw"] + muons[n % len(muons) :] + muons[: n % len(muons)]:
+    # a seed cut off mid-way keeps its finished runs (``wallclock_partial``) and resumes after them
+    partial = json.loads(RESULTS.read_text()).get("wallclock_partial", {})
+    for seed in seeds:
+        if seed in by_seed:
+            print(f"  seed {seed}: already timed, kept")
+            continue
+        current = dict(partial["runs"]) if partial.get("lrs") == lrs and partial.get("seed") == seed else {}
+        for label in ["adamw"] + muons[seed % len(muons) :] + muons[: seed % len(muons)]:
+            if label in current:
+                print(f"  seed {seed} {label}: already timed, kept")
+                continue
             opt, lr, muon_lr, kwargs = runs_spec[label]
-            target = by_seed[seed]["adamw"]["final_eval_loss"] if label != "adamw" else None
+            target = current["adamw"]["final_eval_loss"] if label != "adamw" else None
+            load_before = os.getloadavg()[0]
             run = train_run("dense", opt, lr, seed, data, muon_lr=muon_lr, stop_at=target, **kwargs)
-            by_seed[seed][label] = run
+            run.update(load_before=load_before, load_after=os.getloadavg()[0])
+            current[label] = run
             print(
                 f"  seed {seed} {label}: final {run['final_eval_loss']:.4f}, {run['train_seconds']:.1f} s of "
                 f"steps ({run['optimizer_seconds']:.1f} s optimizer)"
             )
+            goal = current["adamw"]["final_eval_loss"]
+            reach = {k: seconds_to_reach(r["curve"], r["clock"], goal) for k, r in current.items()}
+            save("wallclock_partial", {"lrs": lrs, "seed": seed, "seconds_to_reach": reach, "runs": current})
+        by_seed[seed] = current
         save("wallclock", summarize())
+        save("wallclock_partial", {})
     return summarize()
 
 
@@ -998,98 +1020,184 @@ LORA_MODES = {
     "muon_ab": {"lora_a": "muon", "lora_b": "muon"},
 }
 """LoRA routing modes: torch AdamW on both factors; Muon on B (out x r) and AdamW on A (the default); both."""
+LORA_LRS = (1e-3, 2e-3, 4e-3)
+"""The lr grid of every mode (one lr for both parts, match_rms_adamw scaling on the Muon part), extended past
+an edge that holds the best validation loss."""
 
 
-def section_lora_modes(steps: int = 40, lr: float = 2e-3, seed: int = 0) -> dict[str, Any]:
-    """Each LoRA routing mode on the embedded SmolLM2: held-out loss at equal steps and at equal wall-clock.
+def _lora_splits(seed: int) -> tuple[list[str], list[str], list[str]]:
+    """Fortunes documents: 320 train, 40 validation (chooses lr and mode), 40 test (the reported score).
 
-    Same data, batches and lr for every mode (2e-3, the better of the two lrs of ``lora``), match_rms_adamw
-    scaling (0.2 sqrt(max(out, r)) for B, 0.2 sqrt(max(r, in)) for A), training steps timed, evaluations not.
+    The test documents are the ``lora`` section's held-out set; nothing is chosen on them.
     """
+    from hf_fundamentals.corpora import build_corpus
+
+    texts = [r["text"] for r in build_corpus(["fortunes"], docs_per_domain=400, seed=seed)]
+    return texts[:320], texts[320:360], texts[360:400]
+
+
+_LORA_BASE_LOSS: dict[int, tuple[float, float]] = {}
+
+
+def lora_mode_run(mode: str, lr: float, steps: int, seed: int = 0) -> dict[str, Any]:
+    """One LoRA fine-tune of the embedded SmolLM2 with one routing mode: validation and test loss curves
+    against steps and against training seconds (forward, backward, optimizer, schedule; evaluations not)."""
     from peft import LoraConfig, get_peft_model
 
-    from hf_fundamentals.corpora import build_corpus
     from hf_fundamentals.integrations.hub import load_model
     from hf_fundamentals.optim import MuonAdamW, muon_param_groups
 
-    texts = [r["text"] for r in build_corpus(["fortunes"], docs_per_domain=400, seed=seed)]
-    train_texts, eval_texts = texts[:360], texts[360:]
+    train_texts, val_texts, test_texts = _lora_splits(seed)
+    routing = LORA_MODES[mode]
+    model, tok = load_model("embedded")
+    torch.manual_seed(seed)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    if routing is None:
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    else:
+        opt = MuonAdamW(muon_param_groups(model, **routing), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+
+    def batch(items):
+        enc = tok(items, return_tensors="pt", truncation=True, max_length=64, padding=True)
+        return enc, enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+
+    @torch.no_grad()
+    def ev(texts: list[str]) -> float:
+        model.eval()
+        total = 0.0
+        for i in range(0, len(texts), 8):
+            enc, labels = batch(texts[i : i + 8])
+            total += float(model(**enc, labels=labels).loss) * len(texts[i : i + 8])
+        model.train()
+        return total / len(texts)
+
     every = max(1, steps // 4)
-    results = {}
-    for mode, routing in LORA_MODES.items():
-        model, tok = load_model("embedded")
-        torch.manual_seed(seed)
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
-        if routing is None:
-            opt = torch.optim.AdamW(
-                [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0
-            )
-        else:
-            opt = MuonAdamW(muon_param_groups(model, **routing), lr=lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-
-        def batch(items, tok=tok):
-            enc = tok(items, return_tensors="pt", truncation=True, max_length=64, padding=True)
-            return enc, enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-
-        @torch.no_grad()
-        def ev(model=model):
-            model.eval()
-            total = 0.0
-            for i in range(0, len(eval_texts), 8):
-                enc, labels = batch(eval_texts[i : i + 8])
-                total += float(model(**enc, labels=labels).loss) * len(eval_texts[i : i + 8])
-            model.train()
-            return total / len(eval_texts)
-
-        rng = np.random.default_rng(seed)
-        curve, clock, spent = [(0, ev())], [0.0], 0.0
-        for step in range(steps):
-            t = time.perf_counter()
-            idx = rng.choice(len(train_texts), size=4, replace=False)
-            enc, labels = batch([train_texts[i] for i in idx])
-            model(**enc, labels=labels).loss.backward()
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            spent += time.perf_counter() - t
-            if (step + 1) % every == 0 or step + 1 == steps:
-                curve.append((step + 1, ev()))
-                clock.append(spent)
-        results[mode] = {
-            "curve": curve,
-            "clock": clock,
-            "final_eval_loss": curve[-1][1],
-            "train_seconds": spent,
-        }
-        print(f"  lora {mode}: eval loss {curve[0][1]:.4f} -> {curve[-1][1]:.4f} in {spent:.0f} s")
-    budget = results["adamw"]["train_seconds"]
-    rows = []
-    for mode, r in results.items():
-        losses = [loss for _, loss in r["curve"]]
-        r["eval_loss_at_adamw_seconds"] = float(np.interp(budget, r["clock"], losses))
-        rows.append(
-            [
-                mode,
-                r["curve"][0][1],
-                r["final_eval_loss"],
-                r["eval_loss_at_adamw_seconds"],
-                r["train_seconds"],
-            ]
-        )
+    rng = np.random.default_rng(seed)  # the same batches for every mode and lr
+    if seed not in _LORA_BASE_LOSS:  # LoRA's B starts at zero: every run starts from the base model's loss
+        _LORA_BASE_LOSS[seed] = (ev(val_texts), ev(test_texts))
+    base_val, base_test = _LORA_BASE_LOSS[seed]
+    val, test, clock, spent = [(0, base_val)], [(0, base_test)], [0.0], 0.0
+    for step in range(steps):
+        t = time.perf_counter()
+        idx = rng.choice(len(train_texts), size=4, replace=False)
+        enc, labels = batch([train_texts[i] for i in idx])
+        model(**enc, labels=labels).loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        spent += time.perf_counter() - t
+        if (step + 1) % every == 0 or step + 1 == steps:  # test curve for the equal-seconds read-out
+            test.append((step + 1, ev(test_texts)))
+            clock.append(spent)
+    val.append((steps, ev(val_texts)))  # validation (the choice) needs only the last step
     print(
-        f"\nLoRA routing modes, r=8 (q_proj, v_proj), embedded SmolLM2-135M, {steps} steps x 4 docs, lr {lr:g}"
+        f"  lora {mode}@{lr:g}: val {val[0][1]:.4f} -> {val[-1][1]:.4f}, test -> {test[-1][1]:.4f}, {spent:.0f} s"
     )
-    print(table(rows, ["mode", "eval loss before", f"after {steps} steps", "at AdamW's seconds", "train s"]))
+    return {
+        "mode": mode,
+        "lr": lr,
+        "val_curve": val,
+        "test_curve": test,
+        "clock": clock,
+        "train_seconds": spent,
+    }
+
+
+def summarize_lora_modes(runs: dict[str, dict[str, Any]], steps: int, seed: int) -> dict[str, Any]:
+    """Pick each mode's lr and the default Muon mode on validation loss; report test loss at equal steps and
+    at AdamW's training seconds (each mode at its validation-chosen lr)."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for mode in LORA_MODES:
+        mine = [r for r in runs.values() if r["mode"] == mode]
+        if mine:
+            chosen[mode] = min(mine, key=lambda r: r["val_curve"][-1][1])
+    if "adamw" not in chosen:
+        return {"steps": steps, "seed": seed, "runs": runs, "complete": False}
+    budget = chosen["adamw"]["train_seconds"]
+    rows, table_out = [], {}
+    for mode, r in chosen.items():
+        at = {"test": float(np.interp(budget, r["clock"], [loss for _, loss in r["test_curve"]]))}
+        table_out[mode] = {
+            "lr": r["lr"],
+            "val_at_steps": r["val_curve"][-1][1],
+            "test_at_steps": r["test_curve"][-1][1],
+            "test_at_adamw_seconds": at["test"],
+            "train_seconds": r["train_seconds"],
+            "steps_done_by_adamw_seconds": float(
+                np.interp(budget, r["clock"], [s for s, _ in r["test_curve"]])
+            ),
+        }
+        rows.append(
+            [mode, r["lr"], r["val_curve"][-1][1], r["test_curve"][-1][1], at["test"], r["train_seconds"]]
+        )
+    grid_rows = [
+        [r["mode"], r["lr"], r["val_curve"][-1][1], r["test_curve"][-1][1], r["train_seconds"]]
+        for r in sorted(runs.values(), key=lambda r: (list(LORA_MODES).index(r["mode"]), r["lr"]))
+    ]
+    print(
+        f"\nLoRA routing modes, r=8 (q_proj, v_proj), embedded SmolLM2-135M, {steps} steps x 4 docs: every run"
+    )
+    print(table(grid_rows, ["mode", "lr", "val loss", "test loss", "train s"]))
+    print("\nEach mode at its validation-chosen lr (test = the reported score; nothing chosen on it)")
+    print(
+        table(
+            rows,
+            ["mode", "lr", "val loss", f"test after {steps} steps", "test at AdamW's seconds", "train s"],
+        )
+    )
+    muon_modes = [m for m in chosen if m != "adamw"]
+    complete = all(m in chosen and _lora_edge(runs, m) is None for m in LORA_MODES)
+    default = min(muon_modes, key=lambda m: table_out[m]["val_at_steps"]) if muon_modes else None
     return {
         "model": "embedded SmolLM2-135M-Instruct",
-        "lora": "r=8, alpha=16, q_proj+v_proj",
-        "data": "fortunes (Debian), 360 train / 40 held-out docs, max 64 tokens",
+        "lora": "r=8, alpha=16, q_proj+v_proj; Muon part at match_rms_adamw scaling",
+        "data": "fortunes (Debian): 320 train / 40 validation (chooses lr and mode) / 40 test (reported) docs, "
+        "max 64 tokens",
         "steps": steps,
-        "lr": lr,
+        "batch": 4,
         "seed": seed,
-        "modes": results,
+        "lr_grid": list(LORA_LRS),
+        "lr_grid_note": "extended by x2 (or /2) past an edge holding a mode's best validation loss; "
+        "complete = every mode's best lr is interior",
+        "complete": complete,
+        "chosen_by": "validation loss after the last step (lr per mode, then the Muon mode)",
+        "default_muon_mode_by_validation": default,
+        "at_chosen_lr": table_out,
+        "runs": runs,
     }
+
+
+def section_lora_modes(
+    steps: int = 40, seed: int = 0, modes: list[str] | None = None, previous: dict[str, Any] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Each LoRA routing mode x the lr grid (resumable: runs already in ``previous`` with the same steps and
+    seed are kept); saved after every run so the section can be split across sessions."""
+    old = previous or {}
+    runs = dict(old.get("runs", {})) if old.get("steps") == steps and old.get("seed") == seed else {}
+    for mode in modes or list(LORA_MODES):
+        grid = list(LORA_LRS)
+        for _ in range(3):  # the grid, then up to two extensions past an edge that holds the best lr
+            for lr in grid:
+                key = f"{mode}@{lr:g}"
+                if key not in runs:
+                    runs[key] = lora_mode_run(mode, lr, steps, seed)
+                    yield summarize_lora_modes(runs, steps, seed)
+            edge = _lora_edge(runs, mode)
+            if edge is None:
+                break
+            grid = [edge]
+
+
+def _lora_edge(runs: dict[str, dict[str, Any]], mode: str) -> float | None:
+    """The next lr to try when ``mode``'s best validation loss sits at an edge of the lrs run, else None."""
+    mine = sorted((r for r in runs.values() if r["mode"] == mode), key=lambda r: r["lr"])
+    best = min(mine, key=lambda r: r["val_curve"][-1][1])
+    if best is mine[-1]:
+        return best["lr"] * 2
+    if best is mine[0]:
+        return best["lr"] / 2
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- cost
@@ -1173,6 +1281,11 @@ def section_cost(repeats: int = 30, full: bool = True) -> dict[str, Any]:
     }
 
 
+def _lora_previous(key: str = "routing_modes") -> dict[str, Any]:
+    lora = json.loads(RESULTS.read_text()).get("lora", {}) if RESULTS.exists() else {}
+    return lora.get(key, {}) if key else lora
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1180,6 +1293,9 @@ def main() -> None:
     parser.add_argument("--sections", default="parity,orthogonality,cost,train,moe,lora")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--lora_steps", type=int, default=120)
+    parser.add_argument(
+        "--lora_modes", default=None, help="lora_modes: a comma list of modes to run (resumable)"
+    )
     parser.add_argument("--wallclock_per_matrix", action="store_true", help="also time the pre-batching path")
     parser.add_argument("--dist_worker", default=None, help=argparse.SUPPRESS)  # one rank of --sections dist
     args = parser.parse_args()
@@ -1214,10 +1330,17 @@ def main() -> None:
         elif section == "lora":
             save("lora", section_lora(args.lora_steps))
         elif section == "lora_modes":
-            previous = json.loads(RESULTS.read_text()).get("lora", {}) if RESULTS.exists() else {}
-            modes = section_lora_modes(args.lora_steps if args.lora_steps != 120 else 40)
-            eval_loss = {k: v["final_eval_loss"] for k, v in modes["modes"].items()}
-            save("lora", {**previous, "routing_modes": modes, "eval_loss": eval_loss})
+            steps = args.lora_steps if args.lora_steps != 120 else 40
+            modes = args.lora_modes.split(",") if args.lora_modes else None
+            for summary in section_lora_modes(steps, modes=modes, previous=_lora_previous()):
+                lora = {**_lora_previous(""), "routing_modes": summary}
+                if "at_chosen_lr" in summary:
+                    chosen = summary["at_chosen_lr"]
+                    lora["eval_loss"] = {m: v["test_at_steps"] for m, v in chosen.items()}
+                    lora["eval_loss_at_adamw_seconds"] = {
+                        m: v["test_at_adamw_seconds"] for m, v in chosen.items()
+                    }
+                save("lora", lora)
         else:
             raise SystemExit(f"unknown section {section!r}")
         print(f"[{section}] {time.time() - started:.0f} s; results in {RESULTS}")
