@@ -3,7 +3,8 @@ against single-run power-law and Shannon forms, under cosine, WSD and constant L
 
     OMP_NUM_THREADS=1 python benchmarks/scaling_forecast.py            # 9 runs, about 30 min on one busy core
     OMP_NUM_THREADS=1 python benchmarks/scaling_forecast.py --quick    # 1 seed, 120 steps (smoke run)
-    python benchmarks/scaling_forecast.py --analyze                    # refit the stored runs only
+    python benchmarks/scaling_forecast.py --analyze                    # refit the stored runs only (runs/ or,
+                                                                       # without it, the curves in the results file)
 
 Runs: a byte-level 2-layer Llama (hidden 96, 209k parameters, vocab 256) on the offline ``manpages`` domain (the
 data of ``scaling_perturbation.py``: 600 documents to train, 40 held out, 64 held-out sequences of 128 bytes),
@@ -94,6 +95,15 @@ def train_run(schedule: str, seed: int, steps: int, eval_every: int, data) -> di
         "n_params": sum(p.numel() for p in model.parameters()),
         "seconds": time.time() - t0,
     }
+
+
+def rebuilt_lrs(schedule: str, steps: int, peak_lr: float, warmup_steps: int) -> np.ndarray:
+    """The LR of every update of a run, from its schedule (transformers' formulas, WSD decaying over the last
+    20%): what ``ScalingLawCallback`` recorded, for runs whose stored copy lacks the LRs."""
+    from hf_fundamentals.scaling import lr_schedule
+
+    return lr_schedule(schedule, steps, peak_lr, warmup_steps=warmup_steps,
+                       decay_steps=steps // 5 if schedule == "wsd" else None)  # fmt: skip
 
 
 def _bootstrap_tokens_law(law, n, tokens, loss, target_tokens, rng):
@@ -211,7 +221,15 @@ def main(argv: list[str] | None = None) -> int:
             if path.is_file():
                 runs[key] = json.loads(path.read_text())
                 continue
-            if args.analyze:
+            if args.analyze:  # runs/ is not kept: the results file holds the curves, the LRs are rebuilt
+                stored = OUT / f"scaling_forecast{'_quick' if args.quick else ''}.json"
+                cached = json.loads(stored.read_text()).get("runs", {}) if stored.is_file() else {}
+                if key in cached:
+                    run = cached[key]
+                    runs[key] = {
+                        **run,
+                        "lrs": rebuilt_lrs(schedule, steps, 3e-3, max(1, steps // 20)).tolist(),
+                    }
                 continue
             data = data or byte_data()
             print(f"training {key} ...", flush=True)

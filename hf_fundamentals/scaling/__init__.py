@@ -9,6 +9,7 @@ from hf_fundamentals.scaling.fit import (
     fit_law,
     huber,
     load_fits,
+    profile,
     r_squared,
 )
 from hf_fundamentals.scaling.laws import (
@@ -17,6 +18,7 @@ from hf_fundamentals.scaling.laws import (
     KaplanLaw,
     ScalingLaw,
     ShannonLaw,
+    ShannonRatioLaw,
     ShannonRunLaw,
     get_law,
 )
@@ -60,6 +62,7 @@ __all__ = [
     "KaplanLaw",
     "ScalingLaw",
     "ShannonLaw",
+    "ShannonRatioLaw",
     "ShannonRunLaw",
     "check_runs",
     "d_star",
@@ -69,5 +72,6 @@ __all__ = [
     "load_fits",
     "n_star",
     "plot_fits",
+    "profile",
     "r_squared",
 ]

@@ -386,6 +386,41 @@ def fit_law(
     )
 
 
+def profile(
+    fit: FitResult,
+    N: Sequence[float] | np.ndarray,
+    D: Sequence[float] | np.ndarray,
+    loss: Sequence[float] | np.ndarray,
+    coordinate: str,
+    offsets: Sequence[float],
+    *,
+    heldout: Sequence[bool] | np.ndarray | None = None,
+    max_iter: int = 2000,
+) -> list[float]:
+    """Profile of the fit's objective along one fit coordinate (e.g. ``ln_b``): for each offset from the fitted
+    value, the best objective with that coordinate held there and every other one refitted (L-BFGS-B from the fit).
+    A profile that stays flat over several nats means the data do not pin that constant down, whatever a
+    bootstrap started at the fit says (Raue et al. 2009, doi:10.1093/bioinformatics/btp358, profile likelihood)."""
+    law = fit.scaling_law
+    if coordinate not in law.theta_names:
+        raise ValueError(
+            f"{coordinate!r} is not a fit coordinate of {law.name}; expected one of {law.theta_names}"
+        )
+    N, D, loss = check_runs(N, D, loss)
+    train = np.ones(N.size, dtype=bool) if heldout is None else ~np.asarray(heldout, dtype=bool)
+    obj = _Objective(law, np.log(N[train]), np.log(D[train]), np.log(loss[train]), fit.huber_delta)
+    i = law.theta_names.index(coordinate)
+    out = []
+    for off in offsets:
+        start = np.array(fit.theta, dtype=np.float64)
+        start[i] = float(np.clip(start[i] + off, *law.bounds[i]))
+        bounds = list(law.bounds)
+        bounds[i] = (start[i], start[i])
+        res = _minimize(obj, np.clip(start, [b[0] for b in bounds], [b[1] for b in bounds]), bounds, max_iter)
+        out.append(float(res.fun) * fit.huber_delta)
+    return out
+
+
 def load_fits(path: str | Path) -> dict[str, FitResult]:
     """Fits by law name from a ``hff scaling fit --out`` file (``{"fits": {law: ...}}``) or one
     ``FitResult.to_json`` file, so every reader of fit files accepts both."""

@@ -9,6 +9,10 @@ L-BFGS gets exact derivatives. Laws:
   fixed in the fit (8 free constants); ``predict`` accepts any e and normalizes.
 * ``chinchilla`` (Hoffmann et al. 2022): ``L = E + A/N^α + B/D^β``.
 * ``kaplan`` (Kaplan et al. 2020, Table 2 joint form): ``L = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D``.
+* ``shannon_ratio``: the Shannon law on its ``e -> 0`` ray, measured from a pivot (N0, D0) = (1e9, 1e11): when
+  both noise terms dwarf e (on Pythia by 10^10 and more), only the ratios b/c and d/c reach the predictions, so
+  the full law's b and c slide together over orders of magnitude; this form fits those ratios (7 constants),
+  its log-constants taken at the pivot so that they do not trade off against their exponents.
 * ``shannon_run``: the Shannon law along a single run (N fixed), what a training callback can fit.
 """
 
@@ -321,6 +325,86 @@ class ShannonLaw(ScalingLaw):
         return np.exp(x).reshape(u.shape)
 
 
+class ShannonRatioLaw(ScalingLaw):
+    """The Shannon law on its ``e -> 0`` ray, measured from a pivot (N0, D0) = (1e9, 1e11):
+    ``L = 1/(a·n^α·log2(1 + b·d^β/((d·n)^γ + k·d^δ)))`` with ``n = N/N0`` and ``d = D/D0``.
+
+    Two reparametrisations of the full law, both exact bijections once e is negligible: (1) e -> 0 with c = 1,
+    since where ``c·(DN)^γ + d·D^δ >> e`` only b/c and d/c reach the predictions (the full law's b and c slide
+    together along a ray); (2) the pivot: a, b and k are the capacity scale, the SNR and the second noise term's
+    share at (N0, D0), so a constant no longer trades off against its exponent times ln N or ln D (the
+    correlation that widens a log-constant's interval by ``Δexponent × ln D``). :meth:`to_shannon` maps back."""
+
+    name = "shannon_ratio"
+    N0, D0 = 1e9, 1e11
+    param_names = ("a", "alpha", "b", "beta", "gamma", "k", "delta")
+    theta_names = ("ln_a", "alpha", "ln_b", "beta", "gamma", "ln_k", "delta")
+    bounds = ((-30.0, 30.0), (0.0, 3.0), (-30.0, 30.0), (0.0, 3.0), (0.0, 3.0), (-60.0, 30.0), (0.0, 3.0))
+    formula = (
+        "L = 1/(a n^alpha log2(1 + b d^beta/((d n)^gamma + k d^delta))), n = N/1e9, d = D/1e11 (e -> 0 ray)"
+    )
+
+    def log_loss_and_grad(self, theta, u, v):
+        ln_a, alpha, ln_b, beta, gamma, ln_k, delta = _cols(theta)
+        uu, vv = u - math.log(self.N0), v - math.log(self.D0)
+        s = uu + vv
+        m, w = _softmax_weights(gamma * s, ln_k + delta * vv)
+        x = ln_b + beta * vv - m
+        g, dg = ShannonLaw._ln_softplus(x)
+        y = -(ln_a + alpha * uu + g - LN_LN2)
+        zero, one = np.zeros_like(x), np.ones_like(x)
+        dx = np.stack(np.broadcast_arrays(zero, zero, one, vv * one, -w[0] * s, -w[1], -w[1] * vv), axis=-1)
+        grad = -dg[..., None] * dx
+        grad[..., 0] = -1.0
+        grad[..., 1] = -uu
+        return y, grad
+
+    def to_params(self, theta):
+        ln_a, alpha, ln_b, beta, gamma, ln_k, delta = (float(t) for t in theta)
+        return {
+            "a": math.exp(ln_a), "alpha": alpha, "b": math.exp(ln_b), "beta": beta, "gamma": gamma,
+            "k": math.exp(ln_k), "delta": delta,
+        }  # fmt: skip
+
+    def to_theta(self, params):
+        a, alpha, b, beta, gamma, k, delta = self._named(params, self.param_names)
+        return np.array(
+            [self._log_of("a", a), alpha, self._log_of("b", b), beta, gamma, self._log_of("k", k), delta]
+        )
+
+    def to_shannon(self, params: Mapping[str, float], e: float = 1e-30) -> dict[str, float]:
+        """The full law's constants (c = 1 and a tiny ``e``) that this form is the e -> 0 limit of."""
+        p = {n: float(params[n]) for n in self.param_names}
+        scale = (self.D0 * self.N0) ** p["gamma"]
+        return {
+            "a": p["a"] / self.N0 ** p["alpha"], "alpha": p["alpha"], "b": p["b"] * scale / self.D0 ** p["beta"],
+            "beta": p["beta"], "c": 1.0, "gamma": p["gamma"], "d": p["k"] * scale / self.D0 ** p["delta"],
+            "delta": p["delta"], "e": float(e),
+        }  # fmt: skip
+
+    def init_grid(self):
+        """α, β, γ, δ ∈ {0.1, 0.3, 0.6, 1.0}, ln b ∈ {−5, −2.5, …, 7.5}, ln k ∈ {−10, −5, −2.5, 0, 2.5, 5}; ln a
+        profiled per start (4^4·6·6 = 9216 rows)."""
+        exps = (0.1, 0.3, 0.6, 1.0)
+        rows = [
+            [0.0, al, lb, be, ga, lk, de]
+            for al, be, ga, de in itertools.product(exps, repeat=4)
+            for lb in (-5.0, -2.5, 0.0, 2.5, 5.0, 7.5)
+            for lk in (-10.0, -5.0, -2.5, 0.0, 2.5, 5.0)
+        ]
+        return np.array(rows)
+
+    start_theta = ShannonLaw.start_theta
+
+    def has_d_turning(self, params):
+        """As for the full law: noise grows like D^max(γ, δ), signal like D^β."""
+        return max(float(params["gamma"]), float(params["delta"])) > float(params["beta"])
+
+    def has_n_turning(self, params):
+        """Capacity scales as N^(α−γ) for large N: a minimum in N exactly when γ > α."""
+        return float(params["gamma"]) > float(params["alpha"])
+
+
 class ShannonRunLaw(ScalingLaw):
     """The Shannon law along one run (fixed N), our reduction of arXiv 2605.23901:
     ``L(D) = 1/(A·log2(1 + b·D^β/(K·D^δ + 1)))``.
@@ -381,13 +465,13 @@ class ShannonRunLaw(ScalingLaw):
 
 
 LAWS: dict[str, ScalingLaw] = {
-    law.name: law for law in (ShannonLaw(), ChinchillaLaw(), KaplanLaw(), ShannonRunLaw())
+    law.name: law for law in (ShannonLaw(), ShannonRatioLaw(), ChinchillaLaw(), KaplanLaw(), ShannonRunLaw())
 }
 """The laws by name."""
 
 
 def get_law(law: str | ScalingLaw) -> ScalingLaw:
-    """A law by name (``shannon``, ``chinchilla``, ``kaplan``) or the law itself."""
+    """A law by name (``shannon``, ``shannon_ratio``, ``chinchilla``, ``kaplan``, ``shannon_run``) or the law itself."""
     if isinstance(law, ScalingLaw):
         return law
     if law not in LAWS:

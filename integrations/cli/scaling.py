@@ -1,6 +1,6 @@
 """``hff scaling``: fit scaling laws (Shannon, Chinchilla, Kaplan) to runs and predict loss and turning points.
 
-    hff scaling fit RUNS.csv|RUNS.json [--law shannon|chinchilla|kaplan|all] [--out fit.json] [--plot fig.png]
+    hff scaling fit RUNS.csv|RUNS.json [--law shannon|shannon_ratio|chinchilla|kaplan|shannon_run|all] [--out fit.json] [--plot fig.png]
                     [--heldout "N>6.9e9" "D>1.8e11"]
     hff scaling predict FIT.json --N 1e9 7e9 --D 1e11 3e11 [--law shannon]
     hff scaling predict scaling_law_fit.json --schedule cosine|wsd|constant|linear --steps 2000 --peak_lr 3e-3
@@ -35,7 +35,7 @@ ALIASES = {
 }
 OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
 CONDITION = re.compile(r"^\s*(N|D)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
-LAW_CHOICES = ("shannon", "chinchilla", "kaplan", "all")
+LAW_CHOICES = ("shannon", "shannon_ratio", "chinchilla", "kaplan", "shannon_run", "all")
 SCHEDULES = ("constant", "cosine", "linear", "wsd")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_fundamentals.scaling import LAWS, FitResult, fit_law, huber, plot_fits, r_squared
+from hf_fundamentals.scaling import LAWS, FitResult, fit_law, huber, plot_fits, profile, r_squared
 
 SHANNON = dict(a=1.2e-4, alpha=0.3, b=1e-2, beta=0.6, c=1e-6, gamma=0.35, d=1e-9, delta=1.0, e=1.0)
 """A Shannon law with a U-shape in D inside the sampled range (D* ≈ 1.8e9–3.4e9 tokens)."""
@@ -183,3 +183,32 @@ def test_identifiability_flags_fire_on_an_unidentified_fit_and_stay_quiet_on_an_
     assert "NOT IDENTIFIED" in bad.summary()
     back = FitResult.from_json(bad.to_json())
     assert back.identifiability == bad.identifiability
+
+
+def test_shannon_ratio_is_the_e_to_zero_limit_of_the_full_law():
+    law = LAWS["shannon_ratio"]
+    ratio = dict(a=0.14, alpha=0.42, b=9.2, beta=1.08, gamma=0.63, k=0.07, delta=2.3)
+    N, D = (x.ravel() for x in np.meshgrid(np.geomspace(1e8, 1e10, 4), np.geomspace(1e9, 1e12, 5)))
+    np.testing.assert_allclose(LAWS["shannon"].predict(law.to_shannon(ratio), N, D), law.predict(ratio, N, D),
+                               rtol=1e-9)  # fmt: skip
+    assert law.has_d_turning(ratio) and not LAWS["shannon"].has_d_turning(dict(SHANNON, delta=0.5, gamma=0.3))
+
+
+def test_shannon_ratio_removes_the_ray_the_full_law_cannot_see():
+    """Noise terms 10^9 above e: the full law's (b, c, d) slide together (profile flat over ±4 nats, b flagged
+    'degenerate'); the ratio form fits as well, none of its constants on a null direction, its ln b profile rises."""
+    far = dict(SHANNON, b=SHANNON["b"] * 1e15, c=SHANNON["c"] * 1e15, d=SHANNON["d"] * 1e15)
+    Ns, Ds = np.array([1e7, 3e7, 1e8, 3e8, 1e9]), np.logspace(8.5, 11.5, 10)
+    N, D, clean, noisy = _runs("shannon", far, Ns, Ds, noise=0.003, seed=5)
+    full = fit_law("shannon", N, D, noisy, n_starts=16, n_boot=10, seed=0)
+    ratio = fit_law("shannon_ratio", N, D, noisy, n_starts=16, n_boot=10, seed=0)
+    assert "degenerate" in full.identifiability["b"]["flags"], full.identifiability
+    assert not any("degenerate" in v["flags"] for v in ratio.identifiability.values()), ratio.identifiability
+    assert ratio.objective <= full.objective * 1.01
+    flat = profile(full, N, D, noisy, "ln_b", [-4.0, 4.0])
+    assert max(flat) <= full.objective * (1 + 1e-3)
+    rises = profile(ratio, N, D, noisy, "ln_b", [-4.0, 4.0])
+    assert min(rises) > ratio.objective * 1.05
+    assert np.max(np.abs(ratio.predict(N, D) / clean - 1)) < 0.005
+    with pytest.raises(ValueError, match="not a fit coordinate"):
+        profile(full, N, D, noisy, "ln_k", [0.0])

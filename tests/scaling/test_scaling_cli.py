@@ -131,3 +131,22 @@ def test_fit_prints_and_stores_identifiability(tmp_path, capsys):
     saved = json.loads(out.read_text())["fits"]["chinchilla"]
     assert set(saved["identifiability"]) == set(CHINCHILLA)
     assert all("flags" in v for v in saved["identifiability"].values())
+
+
+def test_fit_offers_the_shannon_ratio_form(tmp_path, capsys):
+    """``--law shannon_ratio`` fits the e -> 0 form; its file predicts like any other fit."""
+    far = dict(a=0.14, alpha=0.42, b=9.2, beta=1.08, gamma=0.63, k=0.07, delta=2.3)
+    N, D = (
+        x.ravel() for x in np.meshgrid(np.geomspace(1e8, 7e9, 5), np.geomspace(5e9, 2e11, 6), indexing="ij")
+    )
+    loss = LAWS["shannon_ratio"].predict(far, N, D)
+    runs = _write_csv(tmp_path / "runs.csv", zip(N, D, loss, strict=True))
+    out = tmp_path / "fit.json"
+    assert (
+        main(["scaling", "fit", str(runs), "--law", "shannon_ratio", "--n_starts", "8", "--out", str(out)])
+        == 0
+    )
+    assert "shannon_ratio: L = 1/(a n^alpha" in capsys.readouterr().out
+    assert main(["scaling", "predict", str(out), "--N", "1.2e10", "--D", "3e11"]) == 0
+    want = LAWS["shannon_ratio"].predict(far, 1.2e10, 3e11)
+    assert f"loss {want:.3f}" in capsys.readouterr().out
