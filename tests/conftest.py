@@ -14,10 +14,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if not os.environ.get("CUDA_VISIBLE_DEVICES") and not os.path.exists("/dev/nvidia0"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist (``-n auto`` in pyproject's addopts) every worker gets its share of the cores; torch would
+# otherwise start one thread per core in each worker and they would fight over the same cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker per core, at most 4 (each worker imports torch and transformers: ~1 GB)."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
 
 TINY_TEXTS = [
     f"The number {i} is {'even' if i % 2 == 0 else 'odd'} and its square is {i * i}." for i in range(120)
