@@ -1,6 +1,6 @@
 """What the annealing law's forecast interval is: refits of the curves ``scaling_forecast.py`` stored, no training.
 
-    OMP_NUM_THREADS=1 python benchmarks/scaling_forecast_interval.py     # about 5 min on one busy core
+    OMP_NUM_THREADS=1 python benchmarks/scaling_forecast_interval.py     # about 90 s on one busy core
 
 The forecast's 90% interval (moving-block bootstrap refits times a resampled residual, λ held at its profiled value)
 held the final loss of 0 of the 9 stored runs. Two widenings are measured here, on the curves stored in
