@@ -257,6 +257,8 @@ def audit(
         argv += ["--ground_truth", str(spec)]
     if args.closed_set:  # the audit as it was before the open-set default: whole-document confusion
         argv += ["--open_set", "false", "--length_match", "false"]
+    elif args.closed_matched:  # closed set, confusion on length-matched snippets (the correction alone)
+        argv += ["--open_set", "false"]
     code = hff_audit(argv)
     if code != 0:
         raise RuntimeError(f"hff audit {' '.join(argv)} exited with {code}")
@@ -422,7 +424,7 @@ def run_seed(seed: int, args: argparse.Namespace, mode: str) -> tuple[list[dict]
 
     reference, lm_docs = split_documents(seed, args.n_reference, args.n_lm)
     taxonomy = write_taxonomy(reference, work / "reference", args.n_reference)
-    omit = args.omit if args.omit and not args.closed_set else ""
+    omit = args.omit if args.omit and mode == "open" else ""
     omitted_taxonomy = (
         write_taxonomy({d: v for d, v in reference.items() if d != omit}, work / f"reference_omit_{omit}", args.n_reference)
         if omit
@@ -545,10 +547,19 @@ def main() -> None:
         help="benchmark seeds: each draws its own reference/LM split, tokenizer, random mixture and LMs",
     )  # fmt: skip
     parser.add_argument("--retrain", action="store_true", help="train the LMs again even if cached")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", default=None,
+        help="pool the models of these results files (e.g. seeds run in parallel processes) into --output; "
+        "no training or audit",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
         "--closed_set", action="store_true",
         help="audit as before the open-set default (--open_set false --length_match false), for comparison",
+    )  # fmt: skip
+    parser.add_argument(
+        "--closed_matched", action="store_true",
+        help="audit closed-set but with the length-matched confusion (--open_set false), to separate the two",
     )  # fmt: skip
     parser.add_argument(
         "--omit", default="manpages",
@@ -566,8 +577,24 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.time()
-    mode = "closed" if args.closed_set else "open"
-    omit = args.omit if args.omit and not args.closed_set else ""
+    if args.closed_set and args.closed_matched:
+        parser.error("--closed_set and --closed_matched: pick one audit mode")
+    mode = "closed" if args.closed_set else "closed_matched" if args.closed_matched else "open"
+    omit = args.omit if args.omit and mode == "open" else ""
+    if args.merge:
+        parts = [json.loads(f.read_text()) for f in args.merge]
+        modes = {r["audit_mode"] for r in parts}
+        if len(modes) != 1 or len({tuple(r["seeds"]) for r in parts}) != len(parts):
+            parser.error(f"--merge: files must share one audit mode and have distinct seeds (modes {modes})")
+        models = [m for r in parts for m in r["models"]]
+        zoo = [z for r in parts for z in r["zoo"]["per_seed"]]
+        started -= sum(r["elapsed_seconds"] for r in parts)
+        result = build_result(models, zoo, args, modes.pop(), omit, started)
+        result["merged_from"] = [str(f) for f in args.merge]
+        args.output.write_text(json.dumps(result, indent=2))
+        print_table(result)
+        print(f"[llmscan-mini] merged {len(args.merge)} files ({len(models)} models) into {args.output}")
+        return
     models, zoo = [], []
     for seed in args.seeds:
         seed_models, seed_zoo = run_seed(seed, args, mode)
