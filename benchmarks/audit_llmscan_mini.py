@@ -259,6 +259,8 @@ def audit(
         argv += ["--open_set", "false", "--length_match", "false"]
     elif args.closed_matched:  # closed set, confusion on length-matched snippets (the correction alone)
         argv += ["--open_set", "false"]
+    if not args.closed_set:
+        argv += ["--snippet_anchor", args.snippet_anchor]
     code = hff_audit(argv)
     if code != 0:
         raise RuntimeError(f"hff audit {' '.join(argv)} exited with {code}")
@@ -460,7 +462,8 @@ def run_seed(seed: int, args: argparse.Namespace, mode: str) -> tuple[list[dict]
             f"{train_stats['final_loss']:.2f}, trained in {train_stats['train_seconds']} s"
         )
         spec = write_spec(name, mixture, work / "specs" / f"{name}.yaml")
-        audit_dir = work / "audits" / f"{name}-n{args.n_generations}-t{args.max_new_tokens}-{mode}"
+        anchor = "" if mode == "closed" or args.snippet_anchor == "random" else f"-{args.snippet_anchor}"
+        audit_dir = work / "audits" / f"{name}-n{args.n_generations}-t{args.max_new_tokens}-{mode}{anchor}"
         report = audit(model_dir, taxonomy, spec, audit_dir, audit_args)
         used = report["generations"]["used_ids"]
         tags, untagged = tag_mixture(audit_dir, used)
@@ -469,7 +472,9 @@ def run_seed(seed: int, args: argparse.Namespace, mode: str) -> tuple[list[dict]
         lengths += [len(texts[g]) for g in used]
         omitted = None
         if omitted_taxonomy is not None:
-            omit_dir = work / "audits" / f"{name}-n{args.n_generations}-t{args.max_new_tokens}-omit-{omit}"
+            omit_dir = (
+                work / "audits" / f"{name}-n{args.n_generations}-t{args.max_new_tokens}-omit-{omit}{anchor}"
+            )
             omit_report = audit(model_dir, omitted_taxonomy, None, omit_dir, audit_args)
             omit_tags, _ = tag_mixture(omit_dir, omit_report["generations"]["used_ids"])
             omitted = open_set_test(omit_report, omit_tags, omit)
@@ -562,6 +567,10 @@ def main() -> None:
         help="audit closed-set but with the length-matched confusion (--open_set false), to separate the two",
     )  # fmt: skip
     parser.add_argument(
+        "--snippet_anchor", choices=("random", "start", "auto"), default="random",
+        help="hff audit --snippet_anchor: where the length-matched snippets start (ignored with --closed_set)",
+    )  # fmt: skip
+    parser.add_argument(
         "--omit", default="manpages",
         help="also audit each model with a taxonomy that leaves this domain out and score the 'none of these' "
         "share against its tag share ('' to skip; ignored with --closed_set)",
@@ -584,6 +593,11 @@ def main() -> None:
     if args.merge:
         parts = [json.loads(f.read_text()) for f in args.merge]
         modes = {r["audit_mode"] for r in parts}
+        anchors = {
+            r["settings"].get("snippet_anchor", "random") for r in parts if r["audit_mode"] != "closed"
+        }
+        if len(anchors) > 1:
+            parser.error(f"--merge: files must share one --snippet_anchor (got {sorted(anchors)})")
         if len(modes) != 1 or len({tuple(r["seeds"]) for r in parts}) != len(parts):
             parser.error(f"--merge: files must share one audit mode and have distinct seeds (modes {modes})")
         models = [m for r in parts for m in r["models"]]

@@ -154,6 +154,8 @@ class FittedReference:
     whole documents); None: one row per document."""
     length_matched_to: int | None = None
     """Number of generation lengths the calibration and confusion were matched to (None: whole documents)."""
+    snippet_anchor: str | None = None
+    """Where the length-matched snippets start (``draw_snippets``' ``anchor``; None: whole documents)."""
 
     @property
     def n_classes(self) -> int:
@@ -254,10 +256,16 @@ def fit_reference(
 
 
 def length_matched(
-    ref: FittedReference, lengths: Sequence[int] | np.ndarray, *, per_doc: int = 10, seed: int = 0
+    ref: FittedReference,
+    lengths: Sequence[int] | np.ndarray,
+    *,
+    per_doc: int = 10,
+    seed: int = 0,
+    anchor: str = "random",
 ) -> FittedReference:
     """``ref`` with its calibrator refit and its confusion remeasured on snippets of the calibration and
     confusion documents cut to the generations' ``lengths`` (characters); the classifier is unchanged.
+    ``anchor``: where the snippets start (``draw_snippets``: ``"random"`` word boundary or ``"start"``).
 
     See :mod:`hf_fundamentals.audit.snippets` for why: the correction needs the classifier's errors on text
     like the generations, and short text is confused more often than whole documents.
@@ -272,10 +280,10 @@ def length_matched(
         )
     k = ref.n_classes
     cal_texts, cal_labels, cal_groups = draw_snippets(
-        ref.calibration_texts, ref.calibration_doc_labels, lengths, per_doc=per_doc, seed=seed
+        ref.calibration_texts, ref.calibration_doc_labels, lengths, per_doc=per_doc, seed=seed, anchor=anchor
     )
     conf_texts, conf_labels, conf_groups = draw_snippets(
-        ref.confusion_texts, ref.confusion_doc_labels, lengths, per_doc=per_doc, seed=seed + 1
+        ref.confusion_texts, ref.confusion_doc_labels, lengths, per_doc=per_doc, seed=seed + 1, anchor=anchor
     )
     z_cal = _logits(ref.classifier, cal_texts, k)
     calibrator = fit_calibrator(z_cal, cal_labels, method=ref.calibrator.method)
@@ -309,4 +317,5 @@ def length_matched(
         confusion_groups=np.asarray(conf_groups),
         calibration_groups=np.asarray(cal_groups),
         length_matched_to=int(np.asarray(lengths).size),
+        snippet_anchor=anchor,
     )

@@ -32,7 +32,7 @@ from hf_fundamentals.audit.reference import (
     fit_reference,
     length_matched,
 )
-from hf_fundamentals.audit.snippets import draw_snippets
+from hf_fundamentals.audit.snippets import ANCHORS, draw_snippets
 
 NULL_PER_DOC = 10
 """Length-matched windows per held-out document in the open-set null (the quantile's noise falls with them)."""
@@ -190,6 +190,7 @@ class MixtureAuditor:
         emit_warnings: bool = True,
         length_match: bool = False,
         open_set: bool = False,
+        snippet_anchor: str = "random",
     ) -> AuditResult:
         """Estimate the mixture of ``generations`` (raw texts) with every method in ``methods`` (default: all).
 
@@ -199,7 +200,8 @@ class MixtureAuditor:
         ``length_match`` measures the calibration and confusion on reference snippets as long as the generations
         (:func:`~hf_fundamentals.audit.reference.length_matched`); ``open_set`` adds the share of generations
         that belong to no category (:mod:`hf_fundamentals.audit.open_set`) and reports the category shares of
-        the in-taxonomy part.
+        the in-taxonomy part. ``snippet_anchor`` says where those snippets start (:data:`ANCHORS`: a random
+        word boundary, or the document's beginning, which is what BOS-prompted generations are).
         """
         if isinstance(generations, str):
             raise TypeError("generations: got a single string; pass a list of generated texts")
@@ -207,10 +209,12 @@ class MixtureAuditor:
             raise ValueError(
                 "generations: got 0 texts; the audit needs the model's generations (300+ advised)"
             )
+        if snippet_anchor not in ANCHORS:  # before the slow snippet scoring
+            raise ValueError(f"snippet_anchor: got {snippet_anchor!r}; expected one of {', '.join(ANCHORS)}")
         seed = self.seed if seed is None else seed
         ref = self.reference
         if length_match or open_set:  # the open-set null must be as long as the generations to be a null
-            ref = length_matched(ref, [len(g) for g in generations], seed=seed)
+            ref = length_matched(ref, [len(g) for g in generations], seed=seed, anchor=snippet_anchor)
         logits = ref.logits(generations)
         options = dict(methods=methods, default_method=default_method, n_bootstrap=n_bootstrap,
                        confidence=confidence, seed=seed, emit_warnings=emit_warnings)  # fmt: skip
@@ -239,6 +243,7 @@ class MixtureAuditor:
             [len(g) for g in generations],
             per_doc=NULL_PER_DOC,
             seed=options["seed"] + 7,
+            anchor=ref.snippet_anchor or "random",
         )
         null_scores = self._novelty.score(null_texts)
         gen_scores = self._novelty.score(generations)
@@ -447,6 +452,7 @@ class MixtureAuditor:
                 "classifier": type(ref.classifier).__name__,
                 "token_weighted": weights is not None,
                 "length_matched": ref.length_matched_to is not None,
+                "snippet_anchor": ref.snippet_anchor,
             },
         )
 

@@ -80,6 +80,14 @@ class AuditArguments:
             "documents), so the classifier's errors it inverts are the errors it makes on generations."
         },
     )
+    snippet_anchor: str = field(
+        default="random",
+        metadata={
+            "help": "Where the length-matched reference snippets start: 'random' (a random word boundary), "
+            "'start' (the document's beginning, like text sampled from BOS), or 'auto' ('start' with --prompts "
+            "bos, else 'random')."
+        },
+    )
     seed: int = field(
         default=0, metadata={"help": "Seed for reference sampling, splits, generation and bootstrap."}
     )
@@ -155,6 +163,13 @@ class AuditArguments:
 
     MIN_GENERATIONS: ClassVar[int] = 10
     """Fewer usable generations than this cannot be audited (the label-shift correction has nothing to fit)."""
+
+    @property
+    def resolved_snippet_anchor(self) -> str:
+        """``--snippet_anchor`` with 'auto' resolved: document starts for BOS prompts, random windows else."""
+        if self.snippet_anchor == "auto":
+            return "start" if self.prompts == "bos" else "random"
+        return self.snippet_anchor
 
     def __post_init__(self) -> None:
         """Check every value before anything slow (model load, reference text, sampling) starts."""
@@ -232,10 +247,16 @@ class AuditArguments:
                                          ("--concurrency", self.concurrency, 4), ("--server_bos", self.server_bos, "auto")):  # fmt: skip
                 if value != default:
                     raise ValueError(f"{flag} is only used with --server_url")
+        if self.snippet_anchor not in ("auto", "random", "start"):
+            raise ValueError(f"--snippet_anchor {self.snippet_anchor!r}: accepted: auto, random, start")
         if self.open_set and not self.length_match:
             raise ValueError(
                 "--open_set true needs --length_match true (its null is reference snippets as long as the "
                 "generations); pass --open_set false too for a closed-set audit on whole documents"
+            )
+        if self.snippet_anchor != "random" and not (self.length_match or self.open_set):
+            raise ValueError(
+                f"--snippet_anchor {self.snippet_anchor} needs --length_match true (whole documents have no snippets)"
             )
         if self.server_url is None:  # the model is loaded here: a path or id that cannot be one fails now
             from hf_fundamentals.integrations.hub import check_model_reference

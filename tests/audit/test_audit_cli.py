@@ -50,6 +50,8 @@ def test_audit_end_to_end_on_a_tiny_model(tiny_llama_dir, taxonomy_file, tmp_pat
         str(out),
         "--prompts",
         "bos",
+        "--snippet_anchor",
+        "auto",
     ]
     assert main(argv) == 0
     # rich wraps the table title to the table's width, so where it breaks depends on the model path's length
@@ -59,6 +61,7 @@ def test_audit_end_to_end_on_a_tiny_model(tiny_llama_dir, taxonomy_file, tmp_pat
     point = report["estimates"][report["default_method"]]["point"]
     assert set(point) == set(WORDS) and abs(sum(point.values()) - 1) < 1e-6
     assert report["generations"]["used"] <= 12
+    assert report["settings"]["snippet_anchor"] == "start"  # auto: BOS generations are document beginnings
     assert len(report["generations"]["used_ids"]) == report["generations"]["used"]
     assert set(report["generations"]["used_ids"]) <= set(range(12))
     # a random tiny model writes nothing like these domains: the auditor must say so
@@ -74,6 +77,7 @@ def test_audit_end_to_end_on_a_tiny_model(tiny_llama_dir, taxonomy_file, tmp_pat
         "--max_new_tokens 48",
         "--n_bootstrap 20",
         "--prompts bos",
+        "--snippet_anchor auto",
     ):
         assert flag in card and flag in report["command"]
     assert "classified less confidently than any reference document" in card

@@ -137,3 +137,40 @@ def test_length_matched_confusion_removes_the_short_text_bias():
     assert abs(whole.default.point[0] - 0.8) > 0.04  # whole-document confusion under-corrects
     assert matched.default.point[0] == pytest.approx(0.8, abs=0.03)
     assert matched.settings["length_matched"] and not whole.settings["length_matched"]
+
+
+def _headed_doc(rng: random.Random, domain: str, n_words: int, head: int = 6) -> str:
+    """A document whose first ``head`` words name its domain (a headword, a title) and whose body barely does."""
+    return _doc(rng, domain, head, own=0.9) + " " + _doc(rng, domain, n_words - head, own=0.03)
+
+
+def test_draw_snippets_start_anchor_cuts_prefixes():
+    texts = ["alpha beta gamma delta epsilon zeta eta theta", "short"]
+    snippets, labels, source = draw_snippets(texts, np.array([0, 1]), [20, 25], per_doc=4, anchor="start")
+    for s, i in zip(snippets, source, strict=True):
+        assert texts[i].startswith(s) and (len(s) in (20, 25) or s == texts[i])
+    assert labels.tolist() == [0] * 4 + [1] * 4
+    with pytest.raises(ValueError, match="anchor: got 'middle'"):
+        draw_snippets(texts, np.array([0, 1]), [20], anchor="middle")
+
+
+def test_start_anchored_snippets_match_bos_generations():
+    """Generations sampled from BOS are document beginnings. When the domain shows in a document's first words
+    (GCIDE's headword, a man page's NAME line), random windows of the same length are confused far more often
+    than the beginnings are, so a confusion measured on them over-corrects; beginnings give the right one."""
+    rng = random.Random(3)
+    domains = ("code", "legal")
+    texts, labels = [], []
+    for d in domains:
+        texts += [_headed_doc(rng, d, 300) for _ in range(80)]
+        labels += [d] * 80
+    auditor = MixtureAuditor(seed=0).fit(texts, labels, domains=list(domains))
+    gens = [_headed_doc(rng, d, 300)[:80] for d, n in (("code", 450), ("legal", 150)) for _ in range(n)]
+    options = dict(methods=["pacc"], default_method="pacc", n_bootstrap=0, emit_warnings=False, length_match=True)
+    window = auditor.audit(gens, snippet_anchor="random", **options)
+    start = auditor.audit(gens, snippet_anchor="start", **options)
+    assert abs(window.default.point[0] - 0.75) > 0.05  # mid-document windows: the wrong confusion
+    assert start.default.point[0] == pytest.approx(0.75, abs=0.03)
+    assert start.settings["snippet_anchor"] == "start" and window.settings["snippet_anchor"] == "random"
+    with pytest.raises(ValueError, match="snippet_anchor: got 'end'"):
+        auditor.audit(gens, snippet_anchor="end", **options)
