@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
+from audit_taxonomy import WORDS, write_taxonomy
 
 from hf_fundamentals.integrations.cli.audit import main, parse
 from hf_fundamentals.integrations.cli.main import main as hff
 
-WORDS = {
-    "code": "def return import class self lambda yield None True print range len".split(),
-    "legal": "licence warranty copyright permission notice liability distribute software terms".split(),
-    "kitchen": "flour butter oven sugar whisk bake salt pepper simmer onion garlic".split(),
-}
-
 
 @pytest.fixture()
 def taxonomy_file(tmp_path):
-    """Three synthetic domains as local files (one per line-block) and a taxonomy YAML that points at them."""
-    rng = random.Random(0)
-    for name, words in WORDS.items():
-        docs = [" ".join(rng.choice(words) for _ in range(30)) for _ in range(40)]
-        (tmp_path / f"{name}.txt").write_text("\n\n".join(docs))
-    lines = ["name: tiny", "docs_per_category: 40", "categories:"]
-    lines += [f"  - {{name: {n}, source: {{file: {n}.txt}}}}" for n in WORDS]
-    path = tmp_path / "tiny.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    """Three synthetic domains as local files and a taxonomy YAML (``audit_taxonomy``)."""
+    return write_taxonomy(tmp_path)
 
 
 @pytest.mark.slow
