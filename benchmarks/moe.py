@@ -1008,14 +1008,75 @@ def transfer_main(args: argparse.Namespace) -> dict[str, Any]:
     sweeps = run_sweeps(
         shapes, PROXY.name, params=args.params, seeds=seeds, settings=settings, train_ids=train_ids,
         eval_ids=eval_ids, store=store, center_log2=args.center_log2, spacing=args.lr_spacing,
-        points=args.lr_points, max_points=args.max_lr_points, margin=2, only_stored=args.only_stored,
+        points=args.lr_points, max_points=args.max_lr_points, margin=2,
         deadline=deadline, log=lambda m: print(m, flush=True), shard=shard, device=args.device,
+        only_stored=args.only_stored or args.size_only,
     )  # fmt: skip
     run_seconds = time.time() - started
+    if args.size_only:
+        return transfer_size(args, sweeps, shapes, settings, train_ids, eval_ids)
     if args.runs_only:
         print(f"runs done or stored in {run_seconds:.0f} s")
         return {}
     return transfer_report(args, sweeps, settings, seeds, train_ids, eval_ids, data_id, run_seconds)
+
+
+def transfer_size(
+    args: argparse.Namespace,
+    sweeps: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    shapes: Mapping[str, Any],
+    settings: Any,
+    train_ids: torch.Tensor,
+    eval_ids: torch.Tensor,
+) -> dict[str, Any]:
+    """Time ``--size_steps`` training steps and one held-out evaluation of every shape under each
+    parameterization on this machine (one thread), and estimate the CPU time of the runs not stored yet
+    (the initial grid; a grid extension adds runs). Trains nothing that is stored."""
+    from hf_fundamentals.integrations.moe.lr_sweep import build_run, evaluate
+
+    proxy_cfg = shapes[PROXY.name]
+    rows, out, total = [], {}, 0.0
+    batch = train_ids[: settings.batch_size]
+    for name, cfg in shapes.items():
+        for param in args.params:
+            model, groups = build_run(proxy_cfg, cfg, param, 2.0**args.center_log2, 0, settings)
+            opt = torch.optim.AdamW(groups)
+            for i in range(3 + args.size_steps):  # 3 warm-up steps
+                if i == 3:
+                    t0 = time.perf_counter()
+                model(input_ids=batch, labels=batch).loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            step = (time.perf_counter() - t0) / args.size_steps
+            t0 = time.perf_counter()
+            evaluate(model, eval_ids)
+            ev = time.perf_counter() - t0
+            run = settings.steps * step + settings.last_evals * ev
+            missing = int(np.isnan(np.asarray(sweeps[param][name]["losses"], dtype=float)).sum())
+            total += missing * run
+            out[f"{param}/{name}"] = {
+                "step_ms": 1e3 * step,
+                "eval_s": ev,
+                "run_s": run,
+                "missing_runs": missing,
+            }
+            rows.append(
+                [
+                    param,
+                    name,
+                    f"{1e3 * step:.1f}",
+                    f"{ev:.2f}",
+                    f"{run:.0f}",
+                    missing,
+                    f"{missing * run / 3600:.2f}",
+                ]
+            )
+            print(f"  timed {param} {name}: {1e3 * step:.1f} ms/step", flush=True)
+    print(table(rows, ["param", "shape", "ms/step", "eval s", "run s", "runs missing", "CPU-h"]))
+    print(f"runs missing from the initial grid: {sum(v['missing_runs'] for v in out.values())}, about "
+          f"{total / 3600:.1f} CPU-hours on this machine now (load {os.getloadavg()[0]:.2f}); --shard K/N splits "
+          "them between cores")  # fmt: skip
+    return {"shapes": out, "remaining_cpu_hours": total / 3600, "load_average": list(os.getloadavg())}
 
 
 # ------------------------------------------------------------------------------------------------ plots
@@ -1133,6 +1194,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--store", type=Path, default=HERE / "results" / "complete_mue_runs", help="stored runs (committed)"
     )
     t.add_argument("--only_stored", action="store_true", help="train nothing: analyse the runs stored so far")
+    t.add_argument(
+        "--size_only", action="store_true",
+        help="train nothing: time each shape's step here and estimate the CPU-hours of the runs not stored",
+    )  # fmt: skip
+    t.add_argument("--size_steps", type=int, default=10, help="timed steps per shape with --size_only")
     t.add_argument("--lr_points", type=int, default=7, help="initial points of the log2 lr grid")
     t.add_argument("--lr_spacing", type=float, default=0.5, help="log2 lr between grid points")
     t.add_argument("--max_lr_points", type=int, default=11, help="grid points at most, after extension")
