@@ -59,7 +59,6 @@ CASES = {
     "audit: missing ground truth": (["audit", "--ground_truth", "truth.yaml"], "--ground_truth 'truth.yaml'"),
     "audit: concurrency without a server": (["audit", "--concurrency", "8"], "--concurrency is only used with --server_url"),
     "audit: no requests in flight": (["audit", "--server_url", "http://127.0.0.1:9/v1", "--concurrency", "0"], "--concurrency 0: must be >= 1"),
-    "audit: open set on whole documents": (["audit", "--length_match", "false"], "--open_set true needs --length_match true"),
     "audit: unknown snippet anchor": (["audit", "--snippet_anchor", "middle"], "--snippet_anchor 'middle': accepted: auto, random, start"),
     "audit: snippet anchor on whole documents": (["audit", "--open_set", "false", "--length_match", "false", "--snippet_anchor", "start"], "--snippet_anchor start needs --length_match true"),
     "audit: closed server port": (["audit", "--server_url", "http://127.0.0.1:9/v1"], "--server_url http://127.0.0.1:9/v1: nothing answers"),

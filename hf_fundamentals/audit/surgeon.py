@@ -198,9 +198,9 @@ class MixtureAuditor:
         (default: the auditor's) seeds the bootstrap; diagnostics problems are raised as :class:`AuditWarning`
         unless ``emit_warnings`` is False (they are in ``result.diagnostics.warnings`` either way).
         ``length_match`` measures the calibration and confusion on reference snippets as long as the generations
-        (:func:`~hf_fundamentals.audit.reference.length_matched`); ``open_set`` adds the share of generations
-        that belong to no category (:mod:`hf_fundamentals.audit.open_set`) and reports the category shares of
-        the in-taxonomy part. ``snippet_anchor`` says where those snippets start (:data:`ANCHORS`: a random
+        (:func:`~hf_fundamentals.audit.reference.length_matched`; otherwise on whole documents); ``open_set``
+        adds the share of generations that belong to no category (:mod:`hf_fundamentals.audit.open_set`, its
+        null always length-matched) and reports the category shares of the in-taxonomy part. ``snippet_anchor`` says where those snippets start (:data:`ANCHORS`: a random
         word boundary, or the document's beginning, which is what BOS-prompted generations are).
         """
         if isinstance(generations, str):
@@ -213,14 +213,14 @@ class MixtureAuditor:
             raise ValueError(f"snippet_anchor: got {snippet_anchor!r}; expected one of {', '.join(ANCHORS)}")
         seed = self.seed if seed is None else seed
         ref = self.reference
-        if length_match or open_set:  # the open-set null must be as long as the generations to be a null
+        if length_match:
             ref = length_matched(ref, [len(g) for g in generations], seed=seed, anchor=snippet_anchor)
         logits = ref.logits(generations)
         options = dict(methods=methods, default_method=default_method, n_bootstrap=n_bootstrap,
                        confidence=confidence, seed=seed, emit_warnings=emit_warnings)  # fmt: skip
         if not open_set:
             return self.audit_logits(logits, weights=weights, reference=ref, **options)
-        return self._audit_open_set(list(generations), logits, ref, weights, options)
+        return self._audit_open_set(list(generations), logits, ref, weights, options, snippet_anchor)
 
     def _audit_open_set(
         self,
@@ -229,8 +229,11 @@ class MixtureAuditor:
         ref: FittedReference,
         weights: np.ndarray | None,
         options: dict,
+        anchor: str = "random",
     ) -> AuditResult:
-        """Shares of the in-taxonomy part on the typical generations, then the out-of-taxonomy share."""
+        """Shares of the in-taxonomy part on the typical generations, then the out-of-taxonomy share. The null
+        is always cut to the generations' lengths (starting where ``anchor`` says), whether or not ``ref``'s
+        confusion was: a typicality score depends on a text's length."""
         if self._novelty is None:
             self._novelty = NoveltyScorer().fit(ref.train_texts)
         # the null: many length-matched windows of every held-out document (calibration and confusion splits,
@@ -243,12 +246,13 @@ class MixtureAuditor:
             [len(g) for g in generations],
             per_doc=NULL_PER_DOC,
             seed=options["seed"] + 7,
-            anchor=ref.snippet_anchor or "random",
+            anchor=anchor,
         )
         null_scores = self._novelty.score(null_texts)
         gen_scores = self._novelty.score(generations)
         labels = ref.confusion_labels
-        conf_scores = self._novelty.score(list(ref.confusion_snippets))
+        # the rows the confusion was measured on: length-matched snippets, or whole documents
+        conf_scores = self._novelty.score(list(ref.confusion_snippets or ref.confusion_texts))
         k = ref.n_classes
         uniform = np.full(k, 1.0 / k)
         t_acc = weighted_quantile(null_scores, _per_snippet(null_labels, uniform), ACCEPT_QUANTILE)
@@ -286,6 +290,7 @@ class MixtureAuditor:
             "shares_of_all": of_all,
             "accept_threshold": t_acc,
             "accept_quantile": ACCEPT_QUANTILE,
+            "null_anchor": anchor,
             "n_typical_generations": int(keep.sum()),
             "in_taxonomy_shares_from": "typical generations"
             if enough

@@ -70,7 +70,8 @@ class AuditArguments:
         default=True,
         metadata={
             "help": "Estimate the share of generations that belong to none of the taxonomy's categories (with an "
-            "interval), and give the listed shares relative to the rest (implies --length_match)."
+            "interval), and give the listed shares relative to the rest (its null is always cut to the "
+            "generations' lengths)."
         },
     )
     length_match: bool = field(
@@ -81,7 +82,7 @@ class AuditArguments:
         },
     )
     snippet_anchor: str = field(
-        default="random",
+        default="auto",
         metadata={
             "help": "Where the length-matched reference snippets start: 'random' (a random word boundary), "
             "'start' (the document's beginning, like text sampled from BOS), or 'auto' ('start' with --prompts "
@@ -249,14 +250,9 @@ class AuditArguments:
                     raise ValueError(f"{flag} is only used with --server_url")
         if self.snippet_anchor not in ("auto", "random", "start"):
             raise ValueError(f"--snippet_anchor {self.snippet_anchor!r}: accepted: auto, random, start")
-        if self.open_set and not self.length_match:
+        if self.snippet_anchor == "start" and not (self.length_match or self.open_set):
             raise ValueError(
-                "--open_set true needs --length_match true (its null is reference snippets as long as the "
-                "generations); pass --open_set false too for a closed-set audit on whole documents"
-            )
-        if self.snippet_anchor != "random" and not (self.length_match or self.open_set):
-            raise ValueError(
-                f"--snippet_anchor {self.snippet_anchor} needs --length_match true (whole documents have no snippets)"
+                f"--snippet_anchor {self.snippet_anchor} needs --length_match true or --open_set true (whole documents have no snippets)"
             )
         if self.server_url is None:  # the model is loaded here: a path or id that cannot be one fails now
             from hf_fundamentals.integrations.hub import check_model_reference

@@ -166,7 +166,9 @@ def test_start_anchored_snippets_match_bos_generations():
         labels += [d] * 80
     auditor = MixtureAuditor(seed=0).fit(texts, labels, domains=list(domains))
     gens = [_headed_doc(rng, d, 300)[:80] for d, n in (("code", 450), ("legal", 150)) for _ in range(n)]
-    options = dict(methods=["pacc"], default_method="pacc", n_bootstrap=0, emit_warnings=False, length_match=True)
+    options = dict(
+        methods=["pacc"], default_method="pacc", n_bootstrap=0, emit_warnings=False, length_match=True
+    )
     window = auditor.audit(gens, snippet_anchor="random", **options)
     start = auditor.audit(gens, snippet_anchor="start", **options)
     assert abs(window.default.point[0] - 0.75) > 0.05  # mid-document windows: the wrong confusion
