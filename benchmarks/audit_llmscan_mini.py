@@ -567,8 +567,9 @@ def main() -> None:
         help="audit closed-set but with the length-matched confusion (--open_set false), to separate the two",
     )  # fmt: skip
     parser.add_argument(
-        "--snippet_anchor", choices=("random", "start", "auto"), default="random",
-        help="hff audit --snippet_anchor: where the length-matched snippets start (ignored with --closed_set)",
+        "--snippet_anchor", choices=("random", "start", "auto"), default="auto",
+        help="hff audit --snippet_anchor (its default, auto, is start with --prompts bos; the seed-0 results "
+        "files predate the flag and used random); ignored with --closed_set",
     )  # fmt: skip
     parser.add_argument(
         "--omit", default="manpages",
