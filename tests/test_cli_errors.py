@@ -156,7 +156,7 @@ def test_ctrl_c_during_an_audit_says_what_was_kept(files, tmp_path):
         time.sleep(0.5)
     assert proc.poll() is None, f"the audit ended before sampling:\n{proc.communicate()[1][-3000:]}"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
     assert f"hff audit: interrupted; the generations finished so far are kept in {cache}" in err

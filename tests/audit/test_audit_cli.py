@@ -63,7 +63,6 @@ def test_audit_end_to_end_on_a_tiny_model(tiny_llama_dir, taxonomy_file, tmp_pat
         "--max_new_tokens 48",
         "--n_bootstrap 20",
         "--prompts bos",
-        "--snippet_anchor auto",
     ):
         assert flag in card and flag in report["command"]
     assert "classified less confidently than any reference document" in card
