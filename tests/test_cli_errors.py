@@ -143,11 +143,20 @@ def test_the_terminal_sees_one_line_and_debug_shows_the_traceback(files):
     assert proc.returncode != 0 and "Traceback" in err and "ValueError" in err
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_an_audit_says_what_was_kept(files, tmp_path):
     """SIGINT while sampling: one line saying where the finished generations are and how to resume; exit 130."""
     out_dir = tmp_path / "audit"
+    # A shell without job control starts background commands with SIGINT ignored (POSIX, "Signals" in the
+    # bash manual), and Python then installs no KeyboardInterrupt handler: a suite run as `bash .ci/run &`
+    # would pass that on and the audit would rightly ignore the test's Ctrl-C. The child gets the
+    # disposition a terminal gives a foreground command.
     proc = _hff("audit", "tiny", "--n_generations", "2000", "--batch_size", "4", "--max_new_tokens", "32",
-                "--docs_per_category", "30", "--output_dir", str(out_dir), cwd=files)  # fmt: skip
+                "--docs_per_category", "30", "--output_dir", str(out_dir), cwd=files,
+                preexec_fn=_default_sigint)  # fmt: skip
     cache = out_dir / "generations.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (cache.exists() and cache.stat().st_size > 0):
