@@ -14,6 +14,7 @@ own error (how well it learned the shares), tags vs estimate the auditor's.
     OMP_NUM_THREADS=1 python benchmarks/audit_llmscan_mini.py   # 3 seeds x 6 models; ~2 h on one core the first time
     python benchmarks/audit_llmscan_mini.py --seeds 0 --models 2 --steps 200 --n_generations 300   # smoke run
     python benchmarks/audit_llmscan_mini.py --closed_set         # the closed-set, whole-document audit, as before
+    python benchmarks/audit_llmscan_mini.py --open_matched       # the open set with the length-matched confusion
 
 Trained models are cached (``$HFF_CACHE/llmscan_mini/<key>``), so a rerun only re-audits; ``--retrain``
 forces training. Writes ``benchmarks/results/audit_llmscan_mini.json``.
@@ -27,6 +28,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -255,16 +257,42 @@ def audit(
     ]  # fmt: skip
     if spec is not None:
         argv += ["--ground_truth", str(spec)]
-    if args.closed_set:  # the audit as it was before the open-set default: whole-document confusion
-        argv += ["--open_set", "false", "--length_match", "false"]
-    elif args.closed_matched:  # closed set, confusion on length-matched snippets (the correction alone)
-        argv += ["--open_set", "false"]
-    if not args.closed_set:
+    argv += MODE_FLAGS[args.audit_mode]
+    if args.audit_mode != "closed":
         argv += ["--snippet_anchor", args.snippet_anchor]
+    if args.audit_mode.startswith("open"):
+        argv += ["--open_set_shares", args.open_set_shares]
     code = hff_audit(argv)
     if code != 0:
         raise RuntimeError(f"hff audit {' '.join(argv)} exited with {code}")
     return json.loads((out_dir / "audit.json").read_text())
+
+
+MODE_FLAGS = {
+    "open_whole": ["--open_set", "true", "--length_match", "false"],  # hff audit's default
+    "open": ["--open_set", "true", "--length_match", "true"],  # the default before the dev-zoo runs
+    "closed_matched": [
+        "--open_set",
+        "false",
+        "--length_match",
+        "true",
+    ],  # the length-matched correction alone
+    "closed": ["--open_set", "false", "--length_match", "false"],  # the closed-set, whole-document audit
+}
+"""Each audit mode's ``hff audit`` flags, all explicit so a change of the CLI's defaults cannot change a mode."""
+
+
+def _reuse_generations(audit_dir: Path, pattern: str) -> None:
+    """Start ``audit_dir`` from another mode's generation cache of the same model and sample settings (the
+    sibling folders matching ``pattern``), so the modes are compared on identical generations without sampling
+    twice (``hff audit`` refuses a cache whose fingerprint differs, so a wrong source cannot slip in)."""
+    cache = audit_dir / "generations.jsonl"
+    if cache.exists():
+        return
+    found = sorted(f for f in audit_dir.parent.glob(f"{pattern}/generations.jsonl") if f.parent != audit_dir)
+    if found:
+        audit_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(found[0], cache)
 
 
 def tag_mixture(out_dir: Path, used_ids: list[int]) -> tuple[np.ndarray, int]:
@@ -426,7 +454,7 @@ def run_seed(seed: int, args: argparse.Namespace, mode: str) -> tuple[list[dict]
 
     reference, lm_docs = split_documents(seed, args.n_reference, args.n_lm)
     taxonomy = write_taxonomy(reference, work / "reference", args.n_reference)
-    omit = args.omit if args.omit and mode == "open" else ""
+    omit = args.omit if args.omit and mode.startswith("open") else ""
     omitted_taxonomy = (
         write_taxonomy({d: v for d, v in reference.items() if d != omit}, work / f"reference_omit_{omit}", args.n_reference)
         if omit
@@ -463,7 +491,11 @@ def run_seed(seed: int, args: argparse.Namespace, mode: str) -> tuple[list[dict]
         )
         spec = write_spec(name, mixture, work / "specs" / f"{name}.yaml")
         anchor = "" if mode == "closed" or args.snippet_anchor == "random" else f"-{args.snippet_anchor}"
-        audit_dir = work / "audits" / f"{name}-n{args.n_generations}-t{args.max_new_tokens}-{mode}{anchor}"
+        if mode.startswith("open") and args.open_set_shares != "all":
+            anchor += f"-{args.open_set_shares}"
+        stem = f"{name}-n{args.n_generations}-t{args.max_new_tokens}"
+        audit_dir = work / "audits" / f"{stem}-{mode}{anchor}"
+        _reuse_generations(audit_dir, f"{stem}-[co]*")
         report = audit(model_dir, taxonomy, spec, audit_dir, audit_args)
         used = report["generations"]["used_ids"]
         tags, untagged = tag_mixture(audit_dir, used)
@@ -472,9 +504,9 @@ def run_seed(seed: int, args: argparse.Namespace, mode: str) -> tuple[list[dict]
         lengths += [len(texts[g]) for g in used]
         omitted = None
         if omitted_taxonomy is not None:
-            omit_dir = (
-                work / "audits" / f"{name}-n{args.n_generations}-t{args.max_new_tokens}-omit-{omit}{anchor}"
-            )
+            whole = "-whole" if mode == "open_whole" else ""
+            omit_dir = work / "audits" / f"{stem}-omit-{omit}{whole}{anchor}"
+            _reuse_generations(omit_dir, f"{stem}-omit-{omit}*")
             omit_report = audit(model_dir, omitted_taxonomy, None, omit_dir, audit_args)
             omit_tags, _ = tag_mixture(omit_dir, omit_report["generations"]["used_ids"])
             omitted = open_set_test(omit_report, omit_tags, omit)
@@ -563,6 +595,15 @@ def main() -> None:
         help="audit as before the open-set default (--open_set false --length_match false), for comparison",
     )  # fmt: skip
     parser.add_argument(
+        "--open_matched", action="store_true",
+        help="audit open-set with the length-matched confusion (--length_match true: the default before the "
+        "seed-3 dev runs; the seed-0 results file used it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--open_set_shares", choices=("all", "typical"), default="all",
+        help="hff audit --open_set_shares: which generations an open-set audit's category shares come from",
+    )  # fmt: skip
+    parser.add_argument(
         "--closed_matched", action="store_true",
         help="audit closed-set but with the length-matched confusion (--open_set false), to separate the two",
     )  # fmt: skip
@@ -587,10 +628,15 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.time()
-    if args.closed_set and args.closed_matched:
-        parser.error("--closed_set and --closed_matched: pick one audit mode")
-    mode = "closed" if args.closed_set else "closed_matched" if args.closed_matched else "open"
-    omit = args.omit if args.omit and mode == "open" else ""
+    if args.closed_set + args.closed_matched + args.open_matched > 1:
+        parser.error("--closed_set, --closed_matched, --open_matched: pick one audit mode")
+    mode = next(
+        (m for m, on in (("closed", args.closed_set), ("closed_matched", args.closed_matched),
+                         ("open", args.open_matched)) if on),
+        "open_whole",
+    )  # fmt: skip
+    args.audit_mode = mode
+    omit = args.omit if args.omit and mode.startswith("open") else ""
     if args.merge:
         parts = [json.loads(f.read_text()) for f in args.merge]
         modes = {r["audit_mode"] for r in parts}

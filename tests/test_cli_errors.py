@@ -60,6 +60,8 @@ CASES = {
     "audit: concurrency without a server": (["audit", "--concurrency", "8"], "--concurrency is only used with --server_url"),
     "audit: no requests in flight": (["audit", "--server_url", "http://127.0.0.1:9/v1", "--concurrency", "0"], "--concurrency 0: must be >= 1"),
     "audit: unknown snippet anchor": (["audit", "--snippet_anchor", "middle"], "--snippet_anchor 'middle': accepted: auto, random, start"),
+    "audit: open-set shares": (["audit", "--open_set_shares", "most"], "--open_set_shares 'most': accepted: all, typical"),
+    "audit: open-set shares, closed set": (["audit", "--open_set", "false", "--open_set_shares", "typical"], "--open_set_shares typical needs --open_set true"),
     "audit: snippet anchor on whole documents": (["audit", "--open_set", "false", "--length_match", "false", "--snippet_anchor", "start"], "--snippet_anchor start needs --length_match true"),
     "audit: closed server port": (["audit", "--server_url", "http://127.0.0.1:9/v1"], "--server_url http://127.0.0.1:9/v1: nothing answers"),
     "audit: server url without scheme": (["audit", "--server_url", "127.0.0.1:8000"], "--server_url '127.0.0.1:8000'"),

@@ -41,7 +41,21 @@ ACCEPT_QUANTILE = 0.1
 """With ``open_set``, in-taxonomy shares are estimated on generations at least as typical as the 10% least
 typical in-taxonomy snippets (our choice: most in-taxonomy text kept, the least typical text left out)."""
 
-__all__ = ["DEFAULT_METHOD", "AuditResult", "MixtureAuditor", "MixtureEstimate", "estimate_mixture"]
+OPEN_SET_SHARES = ("all", "typical")
+"""Which generations the in-taxonomy shares of an open-set audit are estimated on: all of them (the category
+shares of a closed-set audit, scaled by the in-taxonomy share; the default), or the typical ones (the atypical
+part left out as likely out-of-taxonomy, the kept part reweighted by each class's acceptance rate). Typical-only
+is right when foreign text is clearly atypical and in-taxonomy text is as typical as the reference; on weak LMs,
+whose in-taxonomy text is often atypical too, it cost accuracy (docs/audit.md, LLMScan-mini dev zoo)."""
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "OPEN_SET_SHARES",
+    "AuditResult",
+    "MixtureAuditor",
+    "MixtureEstimate",
+    "estimate_mixture",
+]
 
 
 def _floats(values: np.ndarray | None) -> list[float] | None:
@@ -191,6 +205,7 @@ class MixtureAuditor:
         length_match: bool = False,
         open_set: bool = False,
         snippet_anchor: str = "random",
+        open_set_shares: str = "all",
     ) -> AuditResult:
         """Estimate the mixture of ``generations`` (raw texts) with every method in ``methods`` (default: all).
 
@@ -202,6 +217,7 @@ class MixtureAuditor:
         adds the share of generations that belong to no category (:mod:`hf_fundamentals.audit.open_set`, its
         null always length-matched) and reports the category shares of the in-taxonomy part. ``snippet_anchor`` says where those snippets start (:data:`ANCHORS`: a random
         word boundary, or the document's beginning, which is what BOS-prompted generations are).
+        ``open_set_shares`` (:data:`OPEN_SET_SHARES`) says which generations the in-taxonomy shares come from.
         """
         if isinstance(generations, str):
             raise TypeError("generations: got a single string; pass a list of generated texts")
@@ -211,6 +227,10 @@ class MixtureAuditor:
             )
         if snippet_anchor not in ANCHORS:  # before the slow snippet scoring
             raise ValueError(f"snippet_anchor: got {snippet_anchor!r}; expected one of {', '.join(ANCHORS)}")
+        if open_set_shares not in OPEN_SET_SHARES:
+            raise ValueError(
+                f"open_set_shares: got {open_set_shares!r}; expected one of {', '.join(OPEN_SET_SHARES)}"
+            )
         seed = self.seed if seed is None else seed
         ref = self.reference
         if length_match:
@@ -220,7 +240,9 @@ class MixtureAuditor:
                        confidence=confidence, seed=seed, emit_warnings=emit_warnings)  # fmt: skip
         if not open_set:
             return self.audit_logits(logits, weights=weights, reference=ref, **options)
-        return self._audit_open_set(list(generations), logits, ref, weights, options, snippet_anchor)
+        return self._audit_open_set(
+            list(generations), logits, ref, weights, options, snippet_anchor, open_set_shares
+        )
 
     def _audit_open_set(
         self,
@@ -230,8 +252,11 @@ class MixtureAuditor:
         weights: np.ndarray | None,
         options: dict,
         anchor: str = "random",
+        shares_from: str = "all",
     ) -> AuditResult:
-        """Shares of the in-taxonomy part on the typical generations, then the out-of-taxonomy share. The null
+        """Shares of the in-taxonomy part (on all generations, or on the typical ones with
+        ``shares_from="typical"``),
+        then the out-of-taxonomy share. The null
         is always cut to the generations' lengths (starting where ``anchor`` says), whether or not ``ref``'s
         confusion was: a typicality score depends on a text's length."""
         if self._novelty is None:
@@ -259,7 +284,7 @@ class MixtureAuditor:
         keep, null_keep = gen_scores >= t_acc, conf_scores >= t_acc
         alpha = np.array([np.mean(null_scores[null_labels == c] < t_acc) for c in range(k)])
         enough = keep.sum() >= 10 and all(np.any(null_keep & (labels == c)) for c in range(k))
-        if enough:
+        if shares_from == "typical" and enough:
             sub = replace(
                 ref,
                 confusion=Confusion.from_predictions(ref.confusion_probs[null_keep], labels[null_keep], k),
@@ -271,7 +296,7 @@ class MixtureAuditor:
             sub_weights = None if weights is None else np.asarray(weights)[keep]
             result = self.audit_logits(logits[keep], weights=sub_weights, reference=sub, **options)
             result = _reweight(result, 1.0 / np.maximum(1.0 - alpha, 1e-6))
-        else:  # too few typical generations to estimate shares on: use them all, and say so
+        else:  # all generations asked for, or too few typical ones to estimate shares on (said so below)
             result = self.audit_logits(logits, weights=weights, reference=ref, **options)
         est = estimate_open_set(
             gen_scores, null_scores, null_labels, result.default.point, generation_weights=weights,
@@ -292,7 +317,9 @@ class MixtureAuditor:
             "accept_quantile": ACCEPT_QUANTILE,
             "null_anchor": anchor,
             "n_typical_generations": int(keep.sum()),
-            "in_taxonomy_shares_from": "typical generations"
+            "in_taxonomy_shares_from": "all generations"
+            if shares_from == "all"
+            else "typical generations"
             if enough
             else "all generations (too few typical)",
         }

@@ -75,10 +75,11 @@ class AuditArguments:
         },
     )
     length_match: bool = field(
-        default=True,
+        default=False,
         metadata={
-            "help": "Fit the label-shift correction on reference snippets as long as the generations (not whole "
-            "documents), so the classifier's errors it inverts are the errors it makes on generations."
+            "help": "Fit the label-shift correction on reference snippets as long as the generations instead "
+            "of whole documents (off by default: on LLMScan-mini's dev zoo whole documents gave the lower error; "
+            "see docs/audit.md)."
         },
     )
     snippet_anchor: str = field(
@@ -87,6 +88,14 @@ class AuditArguments:
             "help": "Where the length-matched reference snippets start: 'random' (a random word boundary), "
             "'start' (the document's beginning, like text sampled from BOS), or 'auto' ('start' with --prompts "
             "bos, else 'random')."
+        },
+    )
+    open_set_shares: str = field(
+        default="all",
+        metadata={
+            "help": "With --open_set true, which generations the category shares are estimated on: 'all' (the "
+            "closed-set shares, scaled by the in-taxonomy share) or 'typical' (only those the open-set test "
+            "keeps as in-taxonomy; better when the foreign text is clearly foreign, worse on LLMScan-mini's dev zoo)."
         },
     )
     seed: int = field(
@@ -248,6 +257,12 @@ class AuditArguments:
                                          ("--concurrency", self.concurrency, 4), ("--server_bos", self.server_bos, "auto")):  # fmt: skip
                 if value != default:
                     raise ValueError(f"{flag} is only used with --server_url")
+        if self.open_set_shares not in ("all", "typical"):
+            raise ValueError(f"--open_set_shares {self.open_set_shares!r}: accepted: all, typical")
+        if self.open_set_shares != "all" and not self.open_set:
+            raise ValueError(
+                f"--open_set_shares {self.open_set_shares} needs --open_set true (a closed-set audit uses every generation)"
+            )
         if self.snippet_anchor not in ("auto", "random", "start"):
             raise ValueError(f"--snippet_anchor {self.snippet_anchor!r}: accepted: auto, random, start")
         if self.snippet_anchor == "start" and not (self.length_match or self.open_set):

@@ -161,6 +161,7 @@ def run_audit(args: AuditArguments, *, progress: bool = True, echo=print) -> dic
         length_match=args.length_match,
         open_set=args.open_set,
         snippet_anchor=args.resolved_snippet_anchor,
+        open_set_shares=args.open_set_shares,
     )
     report_dict = _report(
         args, taxonomy, result, len(generations), [g.id for g in usable], time.time() - started

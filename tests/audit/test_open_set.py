@@ -97,7 +97,7 @@ def test_an_omitted_domain_is_recovered_as_the_open_set_share():
     auditor = _auditor(rng, ("code", "legal", "kitchen"), n_docs=120)
     truth = {"code": 0.45, "legal": 0.2, "kitchen": 0.1, "sport": 0.25}
     gens = [_doc(rng, d, rng.randint(20, 60)) for d, w in truth.items() for _ in range(int(1600 * w))]
-    result = auditor.audit(gens, n_bootstrap=100, open_set=True, emit_warnings=False)
+    result = auditor.audit(gens, n_bootstrap=100, open_set=True, open_set_shares="typical", emit_warnings=False)
     info = result.open_set
     assert info["share"] == pytest.approx(0.25, abs=0.06) and info["ci_low"] <= 0.25 <= info["ci_high"]
     inside = dict(zip(result.domains, result.default.point, strict=True))
@@ -110,6 +110,27 @@ def test_an_omitted_domain_is_recovered_as_the_open_set_share():
     for d in closed.domains:
         assert abs(of_all[d] - truth[d]) < 0.05, d
     assert closed.default.point[0] - truth["code"] > 0.1
+
+
+def test_open_set_shares_all_are_the_closed_set_shares_and_cost_accuracy_on_foreign_text():
+    """``open_set_shares="all"`` (the default): the category shares are the closed-set ones (the foreign quarter
+    spread over the listed domains), the none-of-these share is the same; typical-only is closer here, where the
+    foreign text is clearly foreign."""
+    rng = random.Random(0)
+    auditor = _auditor(rng, ("code", "legal", "kitchen"), n_docs=120)
+    truth = {"code": 0.45, "legal": 0.2, "kitchen": 0.1, "sport": 0.25}
+    gens = [_doc(rng, d, rng.randint(20, 60)) for d, w in truth.items() for _ in range(int(1600 * w))]
+    typical = auditor.audit(gens, n_bootstrap=0, open_set=True, open_set_shares="typical", emit_warnings=False)
+    every = auditor.audit(gens, n_bootstrap=0, open_set=True, open_set_shares="all", emit_warnings=False)
+    closed = auditor.audit(gens, n_bootstrap=0, emit_warnings=False)
+    np.testing.assert_allclose(every.default.point, closed.default.point, atol=1e-9)
+    assert every.open_set["in_taxonomy_shares_from"] == "all generations"
+    assert typical.open_set["in_taxonomy_shares_from"] == "typical generations"
+    assert every.open_set["share"] == pytest.approx(typical.open_set["share"], abs=0.03)
+    inside = np.array([truth[d] / 0.75 for d in typical.domains])
+    assert np.abs(typical.default.point - inside).max() < np.abs(every.default.point - inside).max()
+    with pytest.raises(ValueError, match="open_set_shares"):
+        auditor.audit(gens, n_bootstrap=0, open_set=True, open_set_shares="some")
 
 
 def test_no_foreign_text_gives_a_small_open_set_share():
