@@ -97,7 +97,9 @@ def test_an_omitted_domain_is_recovered_as_the_open_set_share():
     auditor = _auditor(rng, ("code", "legal", "kitchen"), n_docs=120)
     truth = {"code": 0.45, "legal": 0.2, "kitchen": 0.1, "sport": 0.25}
     gens = [_doc(rng, d, rng.randint(20, 60)) for d, w in truth.items() for _ in range(int(1600 * w))]
-    result = auditor.audit(gens, n_bootstrap=100, open_set=True, open_set_shares="typical", emit_warnings=False)
+    result = auditor.audit(
+        gens, n_bootstrap=100, open_set=True, open_set_shares="typical", emit_warnings=False
+    )
     info = result.open_set
     assert info["share"] == pytest.approx(0.25, abs=0.06) and info["ci_low"] <= 0.25 <= info["ci_high"]
     inside = dict(zip(result.domains, result.default.point, strict=True))
@@ -120,7 +122,9 @@ def test_open_set_shares_all_are_the_closed_set_shares_and_cost_accuracy_on_fore
     auditor = _auditor(rng, ("code", "legal", "kitchen"), n_docs=120)
     truth = {"code": 0.45, "legal": 0.2, "kitchen": 0.1, "sport": 0.25}
     gens = [_doc(rng, d, rng.randint(20, 60)) for d, w in truth.items() for _ in range(int(1600 * w))]
-    typical = auditor.audit(gens, n_bootstrap=0, open_set=True, open_set_shares="typical", emit_warnings=False)
+    typical = auditor.audit(
+        gens, n_bootstrap=0, open_set=True, open_set_shares="typical", emit_warnings=False
+    )
     every = auditor.audit(gens, n_bootstrap=0, open_set=True, open_set_shares="all", emit_warnings=False)
     closed = auditor.audit(gens, n_bootstrap=0, emit_warnings=False)
     np.testing.assert_allclose(every.default.point, closed.default.point, atol=1e-9)
